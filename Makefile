@@ -1,0 +1,54 @@
+# Two set-up commands on a fresh Linux machine with Python 3.11:
+#   make run    build .venv, start the local model server and the gateway on :5000
+#   make test   install what tests need and run them
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# tensorflow-serving-api asks for the full `tensorflow` wheel; tensorflow-cpu (in
+# requirements/server.txt) is the same code without CUDA, so the API goes in with --no-deps.
+SERVING_API := tensorflow-serving-api==2.21.0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test venv test-venv system-test-deps lint protos bench demo-model clean
+
+run: venv
+	$(PY) -m tools.run_stack
+
+test: test-venv system-test-deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
+
+$(VENV)/.installed: requirements/web.txt requirements/server.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/server.txt
+	$(PY) -m pip install --quiet --no-deps $(SERVING_API)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
+	$(PY) -m pip install --quiet -r requirements/test.txt
+	touch $@
+
+# Debian's Chromium for the browser tests, docker-compose for the static checks of the stack.
+system-test-deps:
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose)
+
+lint: test-venv
+	$(PY) -m ruff check .
+
+# Re-copy TF Serving's generated messages into web/protos after changing SERVING_API.
+protos: venv
+	$(PY) tools/vendor_serving_protos.py
+
+# Regenerate the demo data set, train, export both demo models and evaluate them.
+demo-model: venv
+	$(PY) -m tf_server.demo all
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
