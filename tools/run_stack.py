@@ -1,0 +1,146 @@
+"""`make run`: the whole stack on one machine, without Docker or a GPU.
+
+Starts the local TF-Serving-compatible model server (``python -m tf_server``) and the gateway
+under gunicorn, exactly as ``docker compose up`` wires them (same ``models.config``, same gRPC
+address setting), waits until the gateway's ``/readyz`` says every model is AVAILABLE, prints the
+URL, and stops both on Ctrl-C. If either process dies, the other is stopped too and the exit code
+says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="gateway bind address")
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "5000")), help="gateway HTTP port")
+    parser.add_argument("--grpc-port", type=int, default=int(env.get("MODEL_SERVER_PORT", "8500")),
+                        help="model server gRPC port")
+    parser.add_argument("--model-config", default=env.get("MODEL_CONFIG_FILE", "tf_server/models.config"),
+                        help="TF Serving models.config shared by both processes")
+    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "2")),
+                        help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=int(env.get("GUNICORN_THREADS", "4")),
+                        help="threads per gunicorn worker")
+    parser.add_argument("--ready-timeout", type=float, default=300.0,
+                        help="seconds to wait for /readyz before giving up")
+    return parser.parse_args(argv)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def readyz(url: str) -> tuple[int | None, str]:
+    """Status code and body of /readyz, or (None, reason) while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as err:
+        return None, str(err)
+
+
+def stop(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in processes:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = (ROOT / args.model_config).resolve()
+    if not config.is_file():
+        print(f"error: model config {config} not found (set MODEL_CONFIG_FILE)", file=sys.stderr)
+        return 2
+    for port, what, var in ((args.port, "gateway", "PORT"), (args.grpc_port, "model server", "MODEL_SERVER_PORT")):
+        if port_in_use(port):
+            print(f"error: port {port} for the {what} is already in use; free it or set {var}=<port>",
+                  file=sys.stderr)
+            return 2
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               PYTHONUNBUFFERED="1")
+    env["TF_SERVING_ADDRESS"] = f"127.0.0.1:{args.grpc_port}"
+    env["MODEL_CONFIG_FILE"] = str(config)
+    model_server = [sys.executable, "-m", "tf_server", f"--port={args.grpc_port}",
+                    f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=30",
+                    "--file_system_poll_wait_seconds=2", "--enable_model_warmup=true"]
+    gateway = [sys.executable, "-m", "gunicorn", "web:create_app()", f"--bind={args.host}:{args.port}",
+               f"--workers={args.workers}", f"--threads={args.threads}", "--access-logfile=-"]
+
+    print(f"starting the model server on :{args.grpc_port} with {config.relative_to(ROOT)} ...", flush=True)
+    processes = [subprocess.Popen(model_server, cwd=ROOT, env=env)]
+    print(f"starting the gateway on {args.host}:{args.port} ({args.workers} workers x {args.threads} threads) ...",
+          flush=True)
+    processes.append(subprocess.Popen(gateway, cwd=ROOT, env=env))
+
+    interrupted = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    url = f"http://localhost:{args.port}"
+    started = time.monotonic()
+    ready = False
+    last_note = 0.0
+    try:
+        while not interrupted:
+            for proc, name in zip(processes, ("model server", "gateway"), strict=True):
+                if proc.poll() is not None:
+                    print(f"error: the {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    return 1
+            if not ready:
+                status, body = readyz(f"{url}/readyz")
+                elapsed = time.monotonic() - started
+                if status == 200:
+                    ready = True
+                    print(f"\nready in {elapsed:.0f}s: open {url}/ (REST API docs at {url}/docs); "
+                          "Ctrl-C stops both processes", flush=True)
+                elif elapsed > args.ready_timeout:
+                    print(f"error: not ready after {args.ready_timeout:.0f}s: {body.strip()[:300]}", file=sys.stderr)
+                    return 1
+                elif elapsed - last_note >= 10:
+                    last_note = elapsed
+                    print(f"waiting for the models to load ({elapsed:.0f}s): {body.strip()[:200]}", flush=True)
+            time.sleep(0.5)
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
