@@ -46,6 +46,10 @@ lint: test-venv
 protos: venv
 	$(PY) tools/vendor_serving_protos.py
 
+# Gateway against direct gRPC and the hand-written tutorial pattern; writes bench/results/latest.{json,md}.
+bench: venv
+	$(PY) -m bench
+
 # Regenerate the demo data set, train, export both demo models and evaluate them.
 demo-model: venv
 	$(PY) -m tf_server.demo all
