@@ -1,0 +1,336 @@
+"""Static checks of the docker compose stack: what docker-compose resolves, and what it points at.
+
+There is no Docker engine in CI, so nothing is started here. Instead docker-compose itself
+validates both files, and the resolved configuration is checked against the files in the
+repository, TF Serving's config formats and the gateway's settings, so a renamed file, a moved
+port or a model without a label map fails `make test` rather than `docker compose up`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+
+from tests.deploy import compose
+from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
+from web.protos.tensorflow_serving.config import model_server_config_pb2
+from web.settings import _PARSERS, Settings
+
+STACKS = [GPU_FILE, CPU_FILE]
+PINNED_SERVING_IMAGE = re.compile(r"^tensorflow/serving:(\d+\.\d+\.\d+)(-gpu)?$")
+TF_SERVER_MOUNT = "/tf_server"
+
+
+def services(file: str) -> dict[str, Any]:
+    return compose.resolved(file)["services"]
+
+
+def tf_server_flags(file: str = GPU_FILE) -> dict[str, str]:
+    return compose.flags(services(file)["tf_server"]["command"])
+
+
+def host_file(service: dict[str, Any], container_path: str) -> Path:
+    path = compose.host_path(service, container_path)
+    assert path is not None, f"{container_path} is not inside any bind mount of the service"
+    return path
+
+
+# --- docker-compose accepts both stacks --------------------------------------------------------
+
+
+@pytest.mark.parametrize("file", STACKS)
+def test_docker_compose_accepts_the_file(file: str) -> None:
+    proc = compose.run_config(file, extra=("--quiet",))
+    assert proc.returncode == 0, f"docker-compose rejected {file}:\n{proc.stderr}"
+    assert set(services(file)) == {"tf_server", "web"}
+
+
+def test_gpu_stack_reserves_an_nvidia_gpu_for_tf_server() -> None:
+    tf_server = services(GPU_FILE)["tf_server"]
+    match = PINNED_SERVING_IMAGE.match(tf_server["image"])
+    assert match and match.group(2) == "-gpu", f"expected a pinned GPU image, got {tf_server['image']}"
+    devices = tf_server["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    assert "deploy" not in services(GPU_FILE)["web"], "the gateway needs no GPU"
+
+
+def test_cpu_stack_uses_the_cpu_image_of_the_same_release_and_no_gpu() -> None:
+    gpu, cpu = services(GPU_FILE)["tf_server"], services(CPU_FILE)["tf_server"]
+    cpu_match = PINNED_SERVING_IMAGE.match(cpu["image"])
+    gpu_match = PINNED_SERVING_IMAGE.match(gpu["image"])
+    assert cpu_match and not cpu_match.group(2), f"expected a pinned CPU image, got {cpu['image']}"
+    assert gpu_match and cpu_match.group(1) == gpu_match.group(1), "both stacks must run the same release"
+    assert "devices" not in str(cpu.get("deploy", {})), "the CPU stack must not reserve a GPU"
+
+
+def test_cpu_stack_differs_from_the_gpu_stack_only_in_image_and_gpu_reservation() -> None:
+    gpu, cpu = compose.resolved(GPU_FILE), compose.resolved(CPU_FILE)
+
+    def strip(config: dict[str, Any]) -> dict[str, Any]:
+        copy = {key: value for key, value in config.items() if key != "name"}  # v2 adds a project name
+        tf_server = {k: v for k, v in copy["services"]["tf_server"].items() if k not in ("image", "deploy")}
+        return {**copy, "services": {**copy["services"], "tf_server": tf_server}}
+
+    assert strip(cpu) == strip(gpu)
+
+
+def test_serving_image_tag_matches_the_pinned_serving_api() -> None:
+    """One TF Serving release everywhere: the image and the tensorflow-serving-api the Makefile pins."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    pinned = re.search(r"tensorflow-serving-api==(\d+\.\d+\.\d+)", makefile)
+    assert pinned, "the Makefile no longer pins tensorflow-serving-api"
+    match = PINNED_SERVING_IMAGE.match(services(GPU_FILE)["tf_server"]["image"])
+    assert match and match.group(1) == pinned.group(1)
+
+
+# --- tf_server: flags, and the files they name --------------------------------------------------
+
+
+def test_tf_server_runs_with_the_model_config_batching_warmup_and_monitoring() -> None:
+    tf_server = services(GPU_FILE)["tf_server"]
+    found = tf_server_flags()
+    assert tf_server["entrypoint"] in (["tensorflow_model_server"], "tensorflow_model_server")
+    for flag in ("--model_config_file", "--batching_parameters_file", "--monitoring_config_file"):
+        assert found.get(flag, "").startswith(TF_SERVER_MOUNT + "/"), (
+            f"{flag} must name a file in ./tf_server"
+        )
+    assert int(found["--model_config_file_poll_wait_seconds"]) > 0, "config polling must be on"
+    assert found["--enable_model_warmup"] == "true"
+    assert found["--enable_batching"] == "true"
+    assert 0.0 <= float(found["--per_process_gpu_memory_fraction"]) <= 1.0
+
+
+def test_files_named_by_tf_server_flags_exist_in_the_repository() -> None:
+    tf_server = services(GPU_FILE)["tf_server"]
+    for flag in ("--model_config_file", "--batching_parameters_file", "--monitoring_config_file"):
+        path = host_file(tf_server, tf_server_flags()[flag])
+        assert path.is_file(), f"{flag} names {path}, which does not exist"
+    assert tf_server["working_dir"] == TF_SERVER_MOUNT
+
+
+def test_tf_server_ports_stay_inside_the_compose_network() -> None:
+    config = compose.resolved(GPU_FILE)
+    tf_server = config["services"]["tf_server"]
+    assert not tf_server.get("ports"), "TF Serving must not be published to the host by default"
+    exposed = {str(port) for port in tf_server.get("expose", [])}
+    assert {tf_server_flags()["--port"], tf_server_flags()["--rest_api_port"]} <= exposed
+    for network in tf_server["networks"]:
+        assert config["networks"][network].get("internal") is True, f"{network} must be internal"
+        attached = [name for name, svc in config["services"].items() if network in svc.get("networks", {})]
+        assert sorted(attached) == ["tf_server", "web"], f"only web may share {network} with tf_server"
+
+
+def _message_class(file_proto: descriptor_pb2.FileDescriptorProto, name: str) -> Any:
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
+def _schema(package: str, messages: dict[str, list[tuple[str, int, str, str | None]]]) -> Any:
+    """A throwaway FileDescriptorProto: ``{message: [(field, number, type, type_name)]}``."""
+    types = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name=f"{package}.proto",
+        package=package,
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    for message, fields in messages.items():
+        msg = proto.message_type.add(name=message)
+        for field, number, kind, type_name in fields:
+            repeated = kind.startswith("repeated ")
+            kind = kind.removeprefix("repeated ")
+            entry = msg.field.add(
+                name=field,
+                number=number,
+                type=getattr(types, f"TYPE_{kind.upper()}"),
+                label=types.LABEL_REPEATED if repeated else types.LABEL_OPTIONAL,
+            )
+            if type_name:
+                entry.type_name = type_name
+    return proto
+
+
+def batching_parameters_class() -> Any:
+    """TF Serving's BatchingParameters (session_bundle_config.proto), fields 1-7, rebuilt here."""
+    int64 = ".google.protobuf.Int64Value"
+    proto = _schema(
+        "tensorflow.serving",
+        {
+            "BatchingParameters": [
+                ("max_batch_size", 1, "message", int64),
+                ("batch_timeout_micros", 2, "message", int64),
+                ("max_enqueued_batches", 3, "message", int64),
+                ("num_batch_threads", 4, "message", int64),
+                ("thread_pool_name", 5, "message", ".google.protobuf.StringValue"),
+                ("allowed_batch_sizes", 6, "repeated int64", None),
+                ("pad_variable_length_inputs", 7, "bool", None),
+            ]
+        },
+    )
+    return _message_class(proto, "tensorflow.serving.BatchingParameters")
+
+
+def monitoring_config_class() -> Any:
+    """TF Serving's MonitoringConfig (monitoring_config.proto), rebuilt here."""
+    proto = _schema(
+        "tensorflow.serving",
+        {
+            "PrometheusConfig": [("enable", 1, "bool", None), ("path", 2, "string", None)],
+            "MonitoringConfig": [
+                ("prometheus_config", 1, "message", ".tensorflow.serving.PrometheusConfig"),
+            ],
+        },
+    )
+    return _message_class(proto, "tensorflow.serving.MonitoringConfig")
+
+
+def test_batching_parameters_file_is_a_valid_batching_parameters_text_proto() -> None:
+    path = host_file(services(GPU_FILE)["tf_server"], tf_server_flags()["--batching_parameters_file"])
+    params = text_format.Parse(path.read_text(), batching_parameters_class()())
+    assert params.max_batch_size.value >= 1
+    assert params.num_batch_threads.value >= 1
+    assert params.max_enqueued_batches.value >= 1
+    if params.allowed_batch_sizes:
+        sizes = list(params.allowed_batch_sizes)
+        assert sizes == sorted(sizes) and sizes[-1] == params.max_batch_size.value
+    # The demo models take one picture of any size per call ([1, -1, -1, 3]); merging requests
+    # would fail the whole batch, and padding would move normalized boxes.
+    assert params.max_batch_size.value == 1 or not params.pad_variable_length_inputs
+
+
+def test_monitoring_config_exposes_prometheus_metrics() -> None:
+    path = host_file(services(GPU_FILE)["tf_server"], tf_server_flags()["--monitoring_config_file"])
+    config = text_format.Parse(path.read_text(), monitoring_config_class()())
+    assert config.prometheus_config.enable
+    assert config.prometheus_config.path.startswith("/")
+
+
+# --- models.config and its container twin -------------------------------------------------------
+
+
+def read_model_config(path: Path) -> model_server_config_pb2.ModelServerConfig:
+    return text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
+
+
+def test_container_model_config_lists_the_same_models_as_models_config() -> None:
+    """models.docker.config = models.config with base paths made absolute for the containers."""
+    tf_server = services(GPU_FILE)["tf_server"]
+    docker_path = host_file(tf_server, tf_server_flags()["--model_config_file"])
+    local_path = REPO_ROOT / "tf_server" / "models.config"
+    local = {c.name: c for c in read_model_config(local_path).model_config_list.config}
+    docker = {c.name: c for c in read_model_config(docker_path).model_config_list.config}
+    assert docker.keys() == local.keys(), f"{docker_path.name} and models.config list different models"
+    for name, config in docker.items():
+        assert config.base_path.startswith("/"), f"TF Serving needs an absolute base_path for {name}"
+        in_repo = host_file(tf_server, config.base_path).resolve()
+        local_base = Path(local[name].base_path)
+        expected = (local_base if local_base.is_absolute() else local_path.parent / local_base).resolve()
+        assert in_repo == expected, f"{name}: {config.base_path} is not the folder models.config names"
+        # Everything else (platform, version policy, labels) must agree too.
+        same_but_path = model_server_config_pb2.ModelConfig()
+        same_but_path.CopyFrom(local[name])
+        same_but_path.base_path = config.base_path
+        assert config == same_but_path, f"{name}: {docker_path.name} and models.config differ"
+
+
+@pytest.mark.parametrize("file", ["models.config", "models.docker.config"])
+def test_every_configured_model_has_a_version_folder_and_a_label_map(file: str) -> None:
+    config_path = REPO_ROOT / "tf_server" / file
+    tf_server = services(GPU_FILE)["tf_server"]
+    configs = read_model_config(config_path).model_config_list.config
+    assert configs, f"{file} lists no models"
+    for config in configs:
+        base = Path(config.base_path)
+        folder = host_file(tf_server, config.base_path) if base.is_absolute() else config_path.parent / base
+        assert folder.is_dir(), f"{config.name}: model folder {folder} is missing"
+        versions = [v for v in folder.iterdir() if v.is_dir() and v.name.isdigit()]
+        assert versions, f"{config.name}: no numeric version folder under {folder}"
+        assert any((v / "saved_model.pb").is_file() for v in versions), f"{config.name}: no saved_model.pb"
+        label_map = folder / "label_map.pbtxt"
+        assert label_map.is_file() and label_map.stat().st_size > 0, f"{config.name}: {label_map} is missing"
+
+
+# --- web: files, ports, addresses, settings -----------------------------------------------------
+
+
+def test_web_is_built_from_the_repository_dockerfile() -> None:
+    build = services(GPU_FILE)["web"]["build"]
+    context = Path(build["context"])
+    assert context.resolve() == REPO_ROOT
+    assert (context / build.get("dockerfile", "Dockerfile")).is_file()
+    assert (context / ".dockerignore").is_file()
+
+
+def test_every_bind_mount_source_exists() -> None:
+    for file in STACKS:
+        for name, service in services(file).items():
+            for source, target, _ in compose.bind_mounts(service):
+                assert source.exists(), f"{file}: {name} mounts {source} at {target}, which does not exist"
+
+
+def test_web_mounts_models_read_only_and_keeps_uploads_and_results_in_volumes() -> None:
+    config = compose.resolved(GPU_FILE)
+    web = config["services"]["web"]
+    env = compose.environment(web)
+    models = host_file(web, env["MODELS_DIR"])
+    assert models.resolve() == (REPO_ROOT / "tf_server" / "models").resolve()
+    assert all(read_only for _, _, read_only in compose.bind_mounts(web)), "web mounts must be read-only"
+    volumes = compose.named_volumes(web)
+    for var in ("UPLOAD_FOLDER", "OUTPUT_FOLDER"):
+        assert env[var] in volumes, f"{var}={env[var]} must be a volume"
+        assert volumes[env[var]] in config["volumes"]
+
+
+def test_web_reads_the_same_model_config_as_tf_server() -> None:
+    web, tf_server = services(GPU_FILE)["web"], services(GPU_FILE)["tf_server"]
+    web_config = host_file(web, compose.environment(web)["MODEL_CONFIG_FILE"])
+    assert web_config.resolve() == host_file(tf_server, tf_server_flags()["--model_config_file"]).resolve()
+
+
+def test_web_environment_is_accepted_by_the_gateway_settings() -> None:
+    env = compose.environment(services(GPU_FILE)["web"])
+    gunicorn_only = {"WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"}
+    unknown = set(env) - set(_PARSERS) - gunicorn_only
+    assert not unknown, f"web sets variables the gateway does not read: {sorted(unknown)}"
+    declared = set(services(GPU_FILE)["web"].get("environment", {}) or {})
+    assert set(_PARSERS) - gunicorn_only <= declared | set(env), "every gateway setting should be settable"
+    Settings.load(environ=env)  # raises SettingsError naming the variable on a bad value
+
+
+def test_gateway_reaches_tf_server_by_service_name_and_grpc_port() -> None:
+    config = compose.resolved(GPU_FILE)
+    settings = Settings.load(environ=compose.environment(config["services"]["web"]))
+    host, _, port = settings.tf_serving_address.rpartition(":")
+    assert host == "tf_server" and host in config["services"]
+    assert port == tf_server_flags()["--port"]
+    # The gateway's default (no environment) points at the same port on localhost, as `make run` uses.
+    assert Settings().tf_serving_address.rpartition(":")[2] == tf_server_flags()["--port"]
+
+
+def test_web_port_agrees_between_compose_dockerfile_and_healthcheck() -> None:
+    web = services(GPU_FILE)["web"]
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    bind = re.search(r"--bind=[\d.]+:(\d+)", dockerfile)
+    assert bind, "the Dockerfile's gunicorn settings must bind a port"
+    port = int(bind.group(1))
+    assert (5000, port) in compose.published_ports(web), "port 5000 must be published to the web container"
+    assert re.search(rf"^EXPOSE {port}$", dockerfile, re.MULTILINE)
+    health = " ".join(web["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/readyz" in health
+
+
+def test_web_starts_after_a_healthy_tf_server() -> None:
+    for file in STACKS:
+        config = services(file)
+        depends = config["web"]["depends_on"]
+        assert "tf_server" in depends
+        if isinstance(depends, dict):
+            assert depends["tf_server"]["condition"] == "service_healthy"
+        assert config["tf_server"]["healthcheck"]["test"], "tf_server needs a healthcheck to be waited for"
+        assert "8500" in " ".join(config["tf_server"]["healthcheck"]["test"])
