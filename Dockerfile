@@ -37,6 +37,7 @@ RUN groupadd --system --gid 10001 app \
 
 COPY web/ web/
 COPY templates/ templates/
+COPY gunicorn.conf.py gunicorn.conf.py
 
 # The gateway's settings (web/settings.py) come from the environment; docker-compose.yaml sets
 # the ones that differ in the stack. These are the defaults for a bare `docker run`.
@@ -54,7 +55,7 @@ EXPOSE 5000
 
 # Worker processes: WEB_CONCURRENCY (gunicorn reads it); every other gunicorn option can be
 # changed through GUNICORN_CMD_ARGS. No --preload: each worker opens its own gRPC channel after
-# the fork. /metrics adds up all workers through prometheus-client's multiprocess mode, which
-# needs an empty folder at every start (a restarted container keeps /tmp), hence the shell;
-# `exec` leaves gunicorn as PID 1 so it gets docker's SIGTERM.
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn 'web:create_app()'"]
+# the fork. gunicorn.conf.py (read from the working directory) empties PROMETHEUS_MULTIPROC_DIR
+# at every start and marks dead workers, so /metrics adds up all workers' numbers. Exec form:
+# gunicorn is PID 1 and gets docker's SIGTERM.
+CMD ["gunicorn", "web:create_app()"]

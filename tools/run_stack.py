@@ -28,16 +28,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=env.get("HOST", "0.0.0.0"), help="gateway bind address")
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "5000")), help="gateway HTTP port")
-    parser.add_argument("--grpc-port", type=int, default=int(env.get("MODEL_SERVER_PORT", "8500")),
-                        help="model server gRPC port")
-    parser.add_argument("--model-config", default=env.get("MODEL_CONFIG_FILE", "tf_server/models.config"),
-                        help="TF Serving models.config shared by both processes")
-    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "2")),
-                        help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=int(env.get("GUNICORN_THREADS", "4")),
-                        help="threads per gunicorn worker")
-    parser.add_argument("--ready-timeout", type=float, default=300.0,
-                        help="seconds to wait for /readyz before giving up")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(env.get("MODEL_SERVER_PORT", "8500")),
+        help="model server gRPC port",
+    )
+    parser.add_argument(
+        "--model-config",
+        default=env.get("MODEL_CONFIG_FILE", "tf_server/models.config"),
+        help="TF Serving models.config shared by both processes",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "2")), help="gunicorn worker processes"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(env.get("GUNICORN_THREADS", "4")),
+        help="threads per gunicorn worker",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for /readyz before giving up"
+    )
     return parser.parse_args(argv)
 
 
@@ -81,26 +94,50 @@ def main(argv: list[str] | None = None) -> int:
     if not config.is_file():
         print(f"error: model config {config} not found (set MODEL_CONFIG_FILE)", file=sys.stderr)
         return 2
-    for port, what, var in ((args.port, "gateway", "PORT"), (args.grpc_port, "model server", "MODEL_SERVER_PORT")):
+    for port, what, var in (
+        (args.port, "gateway", "PORT"),
+        (args.grpc_port, "model server", "MODEL_SERVER_PORT"),
+    ):
         if port_in_use(port):
-            print(f"error: port {port} for the {what} is already in use; free it or set {var}=<port>",
-                  file=sys.stderr)
+            print(
+                f"error: port {port} for the {what} is already in use; free it or set {var}=<port>",
+                file=sys.stderr,
+            )
             return 2
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), PYTHONUNBUFFERED="1"
+    )
     env["TF_SERVING_ADDRESS"] = f"127.0.0.1:{args.grpc_port}"
     env["MODEL_CONFIG_FILE"] = str(config)
-    model_server = [sys.executable, "-m", "tf_server", f"--port={args.grpc_port}",
-                    f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=30",
-                    "--file_system_poll_wait_seconds=2", "--enable_model_warmup=true"]
-    gateway = [sys.executable, "-m", "gunicorn", "web:create_app()", f"--bind={args.host}:{args.port}",
-               f"--workers={args.workers}", f"--threads={args.threads}", "--access-logfile=-"]
+    model_server = [
+        sys.executable,
+        "-m",
+        "tf_server",
+        f"--port={args.grpc_port}",
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=30",
+        "--file_system_poll_wait_seconds=2",
+        "--enable_model_warmup=true",
+    ]
+    gateway = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "web:create_app()",
+        f"--bind={args.host}:{args.port}",
+        f"--workers={args.workers}",
+        f"--threads={args.threads}",
+        "--access-logfile=-",
+    ]
 
     print(f"starting the model server on :{args.grpc_port} with {config.relative_to(ROOT)} ...", flush=True)
     processes = [subprocess.Popen(model_server, cwd=ROOT, env=env)]
-    print(f"starting the gateway on {args.host}:{args.port} ({args.workers} workers x {args.threads} threads) ...",
-          flush=True)
+    print(
+        f"starting the gateway on {args.host}:{args.port} "
+        f"({args.workers} workers x {args.threads} threads) ...",
+        flush=True,
+    )
     processes.append(subprocess.Popen(gateway, cwd=ROOT, env=env))
 
     interrupted = False
@@ -127,14 +164,22 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.monotonic() - started
                 if status == 200:
                     ready = True
-                    print(f"\nready in {elapsed:.0f}s: open {url}/ (REST API docs at {url}/docs); "
-                          "Ctrl-C stops both processes", flush=True)
+                    print(
+                        f"\nready in {elapsed:.0f}s: open {url}/ (REST API docs at {url}/docs); "
+                        "Ctrl-C stops both processes",
+                        flush=True,
+                    )
                 elif elapsed > args.ready_timeout:
-                    print(f"error: not ready after {args.ready_timeout:.0f}s: {body.strip()[:300]}", file=sys.stderr)
+                    print(
+                        f"error: not ready after {args.ready_timeout:.0f}s: {body.strip()[:300]}",
+                        file=sys.stderr,
+                    )
                     return 1
                 elif elapsed - last_note >= 10:
                     last_note = elapsed
-                    print(f"waiting for the models to load ({elapsed:.0f}s): {body.strip()[:200]}", flush=True)
+                    print(
+                        f"waiting for the models to load ({elapsed:.0f}s): {body.strip()[:200]}", flush=True
+                    )
             time.sleep(0.5)
         print("\nstopping ...", flush=True)
         return 0

@@ -9,6 +9,7 @@ is exactly what the image holds.
 from __future__ import annotations
 
 import ast
+import contextlib
 import fnmatch
 import importlib.metadata
 import json
@@ -246,7 +247,12 @@ def stage_build_context(app_dir: Path) -> None:
                 relative = str(file.relative_to(REPO_ROOT))
                 if ignored(relative):
                     continue
-                target = app_dir / dest / (file.relative_to(path) if path.is_dir() else file.name)
+                if path.is_dir():
+                    target = app_dir / dest / file.relative_to(path)
+                elif dest.endswith("/"):  # Docker: `COPY file dir/` keeps the name
+                    target = app_dir / dest / file.name
+                else:  # `COPY file path` names the target file
+                    target = app_dir / dest
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(file, target)
 
@@ -313,7 +319,8 @@ def test_image_command_serves_the_gateway_from_the_copied_files_only(tmp_path: P
         ).stdout
         assert "tensorflow" not in loaded.lower(), "a gateway process loaded TensorFlow"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # already gone when it failed to start
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

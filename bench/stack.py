@@ -1,0 +1,278 @@
+"""Start and stop what the benchmark measures: the local model server and the gateway under gunicorn.
+
+Both run as subprocesses on free loopback ports with their output in log files (the tails are
+shown when a start fails). The gateway runs with production settings: several gunicorn workers
+with threads, no `--reload`, no debug. This module also reads the workers' memory from /proc and
+times the gateway's cold start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 20.0
+# Shared objects that only a process running the TensorFlow runtime maps.
+TF_LIBRARY_MARKERS = ("libtensorflow", "_pywrap_tensorflow", "libtfkernel")
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:] or "<no output>"
+    except OSError:
+        return "<no output>"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (gunicorn and the model server shut down gracefully on it), then SIGKILL if needed."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def base_env() -> dict[str, str]:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+
+@contextmanager
+def model_server(model_config: Path, log_dir: Path, warmup: bool = True,
+                 timeout: float = 300.0) -> Iterator[str]:
+    """Run ``python -m tf_server`` on a free port; yield its address once it serves (models loaded)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    log = log_dir / "model_server.log"
+    command = [sys.executable, "-m", "tf_server", f"--port={port}", f"--model_config_file={model_config}"]
+    if warmup:
+        command.append("--enable_model_warmup=true")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=base_env(), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(address) as channel:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"model server exited with code {proc.returncode}:\n{tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"model server not serving on {address} after {timeout:.0f}s:\n"
+                                       f"{tail(log)}")
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=1.0)
+                    break
+                except grpc.FutureTimeoutError:
+                    continue
+        yield address
+    finally:
+        stop(proc)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How gunicorn runs the gateway; reported next to the results."""
+
+    workers: int = 2
+    threads: int = 8
+    keep_alive_s: int = 5
+    app: str = "web:create_app()"
+
+    def flags(self) -> list[str]:
+        # The Dockerfile's GUNICORN_CMD_ARGS (timeout, worker tmp dir on /dev/shm, access log on
+        # stdout), with workers and threads sized for the machine the benchmark runs on.
+        return [f"--workers={self.workers}", f"--threads={self.threads}", "--worker-class=gthread",
+                f"--keep-alive={self.keep_alive_s}", "--timeout=60", "--graceful-timeout=30",
+                "--worker-tmp-dir=/dev/shm", "--access-logfile=-"]
+
+    def describe(self) -> str:
+        return (f"gunicorn {self.workers} workers x {self.threads} threads (gthread), keep-alive "
+                f"{self.keep_alive_s}s, access log on, Prometheus multiprocess mode (as in the Dockerfile)")
+
+
+def gateway_env(model_server_address: str, model_config: Path, work_dir: Path) -> dict[str, str]:
+    """The gateway's production environment, with its folders (and Prometheus' multiprocess folder,
+    which several gunicorn workers need so /metrics adds them up) in the benchmark's temp dir."""
+    folders = {name: work_dir / name for name in ("upload_folder", "output", "prometheus")}
+    for folder in folders.values():
+        folder.mkdir(exist_ok=True)
+    env = dict(base_env(), TF_SERVING_ADDRESS=model_server_address, MODEL_CONFIG_FILE=str(model_config),
+               UPLOAD_FOLDER=str(folders["upload_folder"]), OUTPUT_FOLDER=str(folders["output"]),
+               PROMETHEUS_MULTIPROC_DIR=str(folders["prometheus"]))
+    env.pop("API_KEYS", None)  # the benchmark calls the API without a key
+    for name in ("GUNICORN_CMD_ARGS", "WEB_CONCURRENCY"):  # the flags above decide, not the caller's shell
+        env.pop(name, None)
+    return env
+
+
+def gunicorn_command(port: int, settings: GatewaySettings) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", settings.app, f"--bind=127.0.0.1:{port}",
+            *settings.flags()]
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
+    """(status, body) of a GET on loopback, or (None, b"") while nothing listens."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except OSError:
+        return None, b""
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+
+@contextmanager
+def gateway(env: dict[str, str], settings: GatewaySettings, log_dir: Path,
+            timeout: float = 300.0) -> Iterator[Gateway]:
+    """Run the gateway under gunicorn; yield once /readyz says every model is AVAILABLE."""
+    port = free_port()
+    log = log_dir / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(gunicorn_command(port, settings), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        body = b""
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with code {proc.returncode}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway /readyz not 200 after {timeout:.0f}s: {body[:300]!r}\n"
+                                   f"{tail(log)}")
+            status, body = http_get(port, "/readyz")
+            if status == 200:
+                break
+            time.sleep(0.2)
+        yield Gateway(port=port, process=proc, log=log)
+    finally:
+        stop(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (gunicorn's workers are the master's children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields resume after the last ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) in MB (10^6 bytes) from /proc/<pid>/status."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024 / 1e6
+    return {"rss_mb": round(values.get("VmRSS", 0.0), 1), "peak_rss_mb": round(values.get("VmHWM", 0.0), 1)}
+
+
+def tensorflow_loaded(pid: int) -> bool:
+    """Whether the process has the TensorFlow runtime's shared libraries mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return any(marker in maps for marker in TF_LIBRARY_MARKERS)
+
+
+def worker_report(master_pid: int) -> list[dict]:
+    """Memory and TensorFlow presence of every gunicorn worker of `master_pid`."""
+    report = []
+    for pid in children(master_pid):
+        try:
+            report.append({"pid": pid, **memory_mb(pid), "tensorflow_loaded": tensorflow_loaded(pid)})
+        except OSError:
+            continue
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold start
+
+
+def measure_startup(env: dict[str, str], log_dir: Path, base: GatewaySettings, repeats: int = 3,
+                    poll_s: float = 0.01, timeout: float = 30.0) -> dict:
+    """Seconds from `Popen(gunicorn ...)` to the first 200 from /healthz, one worker, `repeats` times."""
+    settings = dataclasses.replace(base, workers=1)
+    seconds: list[float] = []
+    tf_seen = False
+    idle_rss: list[float] = []  # a fresh worker after its imports, before any prediction
+    failures: list[str] = []
+    for attempt in range(repeats):
+        port = free_port()
+        log = log_dir / f"startup_{attempt}.log"
+        run_env = dict(env)
+        if "PROMETHEUS_MULTIPROC_DIR" in env:  # a clean one per start, as a real deployment has
+            run_env["PROMETHEUS_MULTIPROC_DIR"] = str(log_dir / f"prometheus_startup_{attempt}")
+            Path(run_env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
+        with log.open("wb") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen(gunicorn_command(port, settings), cwd=ROOT, env=run_env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                elapsed = time.perf_counter() - started
+                if proc.poll() is not None or elapsed > timeout:
+                    failures.append(f"no /healthz after {elapsed:.1f}s (exit {proc.poll()}): "
+                                    f"{tail(log, 500)}")
+                    break
+                status, _ = http_get(port, "/healthz", timeout=1.0)
+                if status == 200:
+                    seconds.append(time.perf_counter() - started)
+                    workers = worker_report(proc.pid)
+                    tf_seen |= any(w["tensorflow_loaded"] for w in workers)
+                    idle_rss.extend(w["rss_mb"] for w in workers)
+                    break
+                time.sleep(poll_s)
+        finally:
+            stop(proc)
+    return {
+        "command": " ".join(gunicorn_command(0, settings)[1:]).replace("127.0.0.1:0", "127.0.0.1:PORT"),
+        "seconds": [round(s, 3) for s in seconds],
+        "median_s": round(statistics.median(seconds), 3) if seconds else None,
+        "tensorflow_loaded": tf_seen,
+        "fresh_worker_rss_mb": round(statistics.median(idle_rss), 1) if idle_rss else None,
+        "failures": failures,
+    }

@@ -1,0 +1,169 @@
+"""Both demo models end to end over real gRPC: pictures with known shapes, known answers.
+
+The pictures come from tf_server.demo.synthetic (numpy/Pillow only), which knows every shape's
+class, box and visible mask, so the gateway's answer can be checked against the truth.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from tests.support.model_server import REPO_ROOT
+from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
+from web.label_maps import load_label_map
+
+DEMO_CONFIG = REPO_ROOT / "tf_server" / "models.config"
+DEMO_MODELS = ("shapes", "shapes_jpeg")
+SEEDS = range(8)
+MIN_RECALL = 0.8
+
+
+@pytest.fixture()
+def demo_app(make_app, demo_model_server: str) -> Flask:
+    return make_app(TF_SERVING_ADDRESS=demo_model_server, MODEL_CONFIG_FILE=DEMO_CONFIG)
+
+
+@pytest.fixture()
+def demo_client(demo_app: Flask) -> FlaskClient:
+    return demo_app.test_client()
+
+
+def box_iou(a: tuple[float, ...], b: dict) -> float:
+    bx = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
+    iw = max(0.0, min(a[2], bx[2]) - max(a[0], bx[0]))
+    ih = max(0.0, min(a[3], bx[3]) - max(a[1], bx[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (bx[2] - bx[0]) * (bx[3] - bx[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match(shapes: list[Shape], detections: list[dict]) -> list[tuple[Shape, dict]]:
+    """Greedy one-to-one matching of true shapes to detections by box IoU >= 0.5."""
+    pairs = sorted(
+        ((box_iou(s.box, d["box"]), i, j) for i, s in enumerate(shapes) for j, d in enumerate(detections)),
+        reverse=True,
+    )
+    used_s, used_d, found = set(), set(), []
+    for iou, i, j in pairs:
+        if iou < 0.5:
+            break
+        if i not in used_s and j not in used_d:
+            used_s.add(i)
+            used_d.add(j)
+            found.append((shapes[i], detections[j]))
+    return found
+
+
+def post(client: FlaskClient, model: str, data: bytes, endpoint: str = "predict", query: str = "", **files):
+    payload = {"image": (io.BytesIO(data), "shapes.jpg")}
+    payload.update({k: (io.BytesIO(v[0]), v[1]) for k, v in files.items()})
+    return client.post(
+        f"/api/v1/models/{model}/{endpoint}{query}", data=payload, content_type="multipart/form-data"
+    )
+
+
+def check_against_truth(results: list[tuple[list[Shape], dict]], names: dict[int, str]) -> None:
+    """Recall at IoU >= 0.5 with the right label, and masks that overlap the true shapes."""
+    total = sum(len(shapes) for shapes, _ in results)
+    matched = []
+    for shapes, body in results:
+        for shape, det in match(shapes, body["detections"]):
+            assert det["label"] == names[shape.class_id], (shape.label, det)
+            matched.append((shape, det))
+    assert len(matched) >= MIN_RECALL * total, f"{len(matched)} of {total} shapes found"
+    mask_ious = []
+    for shape, det in matched:
+        rle = det["mask"]
+        assert rle["size"] == list(shape.mask.shape)
+        mask = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+        mask_ious.append((mask & shape.mask).sum() / (mask | shape.mask).sum())
+    assert np.mean(mask_ious) >= 0.5, f"mask IoUs {np.round(mask_ious, 2).tolist()}"
+    assert min(mask_ious) > 0.0
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_detections_match_the_drawn_shapes(demo_client: FlaskClient, model: str) -> None:
+    names = load_label_map(REPO_ROOT / "tf_server" / "models" / model / "label_map.pbtxt").names
+    results = []
+    for seed in SEEDS:
+        image, shapes = generate_image(np.random.default_rng(seed), 640, 480, 1, 4)
+        response = post(demo_client, model, encode_jpeg(image))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert body["model"]["name"] == model and body["image"] == {"width": 640, "height": 480}
+        results.append((shapes, body))
+    check_against_truth(results, names)
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_uploaded_label_map_names_the_classes(demo_client: FlaskClient, model: str) -> None:
+    renamed = {1: "ring", 2: "block", 3: "wedge"}
+    stored = load_label_map(REPO_ROOT / "tf_server" / "models" / model / "label_map.pbtxt").names
+    for seed in range(3):
+        data = encode_jpeg(generate_image(np.random.default_rng(100 + seed), 640, 480, 2, 4)[0])
+        default = post(demo_client, model, data).get_json()["detections"]
+        uploaded = post(demo_client, model, data, label_map=(b"ring\nblock\nwedge\n", "l.txt"))
+        assert uploaded.status_code == 200
+        detections = uploaded.get_json()["detections"]
+        assert default, "the demo model found nothing"
+        assert [d["class_id"] for d in detections] == [d["class_id"] for d in default]
+        assert [d["label"] for d in default] == [stored[d["class_id"]] for d in default]
+        assert [d["label"] for d in detections] == [renamed[d["class_id"]] for d in detections]
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_predict_image_is_a_jpeg_of_the_original_size(demo_client: FlaskClient, model: str) -> None:
+    image, _ = generate_image(np.random.default_rng(7), 533, 401, 2, 4)
+    response = post(demo_client, model, encode_jpeg(image), endpoint="predict_image")
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    picture = Image.open(io.BytesIO(response.data))
+    picture.load()
+    assert picture.format == "JPEG" and picture.size == (533, 401)
+    assert int(response.headers["X-Detections"]) >= 1
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_predict_batch_keeps_the_order(demo_client: FlaskClient, model: str) -> None:
+    pictures = [
+        encode_jpeg(generate_image(np.random.default_rng(200 + i), 640 - 40 * i, 480, 1, 4)[0])
+        for i in range(4)
+    ]
+    one_by_one = [post(demo_client, model, data).get_json() for data in pictures]
+    files = [(io.BytesIO(data), f"img{i}.jpg") for i, data in enumerate(pictures)]
+    response = demo_client.post(
+        f"/api/v1/models/{model}/predict_batch", data={"image": files}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [item["image"]["width"] for item in body] == [640, 600, 560, 520]
+    # Item i is the answer for picture i: the same detections as asking for it alone.
+    for batched, alone in zip(body, one_by_one, strict=True):
+        assert [d["label"] for d in batched["detections"]] == [d["label"] for d in alone["detections"]]
+        for a, b in zip(batched["detections"], alone["detections"], strict=True):
+            assert a["score"] == pytest.approx(b["score"], abs=0.01)
+            assert box_iou(tuple(a["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")), b["box"]) > 0.95
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_a_12_megapixel_photo_works_through_every_demo_model(demo_client: FlaskClient, model: str) -> None:
+    names = load_label_map(REPO_ROOT / "tf_server" / "models" / model / "label_map.pbtxt").names
+    image, shapes = generate_image(np.random.default_rng(11), 4000, 3000, 2, 4)
+    data = encode_jpeg(image)
+    assert len(data) > 1024 * 1024
+    response = post(demo_client, model, data)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["image"] == {"width": 4000, "height": 3000}
+    # Boxes are in the photo's own pixels (a wrong scale would match nothing) with the right labels.
+    found = match(shapes, body["detections"])
+    assert found, body["detections"]
+    for shape, det in found:
+        assert det["label"] == names[shape.class_id]
+        assert det["mask"]["size"] == [3000, 4000]

@@ -1,0 +1,52 @@
+"""The web gateway: a Flask app in front of TensorFlow Serving (``gunicorn "web:create_app()"``).
+
+Importing this package never imports TensorFlow and never opens a gRPC channel: the client opens
+its channel lazily in each worker process, after gunicorn has forked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from web.settings import Settings, SettingsError
+
+__all__ = ["create_app", "Settings", "SettingsError"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings (defaults, environment, then `config` keyed by env var names), the
+    gateway facade at ``app.extensions["gateway"]``, the REST API, health/metrics, the HTML views,
+    and the error handlers. Raises SettingsError naming the variable when a value is invalid.
+    """
+    from web.api import register_api
+    from web.errors import register_error_handlers
+    from web.gateway import Gateway
+    from web.health import bp as health_bp
+    from web.health import install_request_metrics
+    from web.storage import ResultStore
+    from web.views import bp as views_bp
+
+    settings = Settings.load(overrides=config)
+    app = Flask(
+        __name__,
+        template_folder=str(REPO_ROOT / "templates"),
+    )
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json.sort_keys = False
+    app.extensions["gateway"] = Gateway(settings, store=ResultStore.from_settings(settings))
+    if not app.debug and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    register_error_handlers(app)
+    install_request_metrics(app)
+    app.register_blueprint(health_bp)
+    register_api(app)
+    app.register_blueprint(views_bp)
+    return app

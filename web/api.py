@@ -1,0 +1,367 @@
+"""The REST API (flask-restx): models, labels and predictions under /api/v1, Swagger UI at /docs.
+
+Resources only translate HTTP <-> the gateway facade; every error goes through
+`web.errors.error_response`, so the API answers `{"error": {"code", "message"}}` for everything,
+including Werkzeug's 404/405/413. When API_KEYS is set, every API route but the documentation
+requires `Authorization: Bearer <key>` or `X-API-Key: <key>` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask_restx import Api, Namespace, Resource, fields, reqparse
+from werkzeug.datastructures import CombinedMultiDict, FileStorage
+
+from web.errors import BadRequest, Unauthorized, error_response
+from web.gateway import Gateway, display_name
+from web.images import EXTENSIONS, sniff_format
+from web.label_maps import LabelMap, parse_label_map
+from web.options import PredictOptions
+
+API_PREFIX = "/api/v1"
+PUBLIC_ENDPOINTS = frozenset({"api.doc", "api.specs", "api.root"})
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+ns = Namespace("models", description="Models served by the model server, their labels, and predictions")
+
+
+def _upload_parser(batch: bool = False) -> reqparse.RequestParser:
+    """Documentation of the multipart inputs (values are read and validated by the resources)."""
+    parser = reqparse.RequestParser()
+    parser.add_argument(
+        "image",
+        type=FileStorage,
+        location="files",
+        required=True,
+        action="append" if batch else "store",
+        help="JPEG, PNG, GIF, BMP, WEBP or TIFF" + (" (repeat the field per image)" if batch else ""),
+    )
+    parser.add_argument(
+        "label_map",
+        type=FileStorage,
+        location="files",
+        help="optional label_map.pbtxt (StringIntLabelMap) or labels.txt; overrides the stored one",
+    )
+    parser.add_argument("min_score", type=float, location="args", default=0.5, help="score threshold, 0..1")
+    parser.add_argument("max_detections", type=int, location="args", default=100, help="1..1000")
+    parser.add_argument("version", type=int, location="args", help="model version (default: latest)")
+    parser.add_argument("version_label", type=str, location="args", help="model version label, e.g. stable")
+    parser.add_argument(
+        "store",
+        type=bool,
+        location="args",
+        default=False,
+        help="keep the result for the HTML result pages; adds result_url to the answer",
+    )
+    return parser
+
+
+predict_parser = _upload_parser()
+batch_parser = _upload_parser(batch=True)
+image_parser = _upload_parser()
+image_parser.add_argument(
+    "format",
+    type=str,
+    location="args",
+    choices=("jpeg", "png"),
+    default="jpeg",
+    help="picture format of the answer",
+)
+
+error_model = ns.model(
+    "Error",
+    {
+        "error": fields.Nested(
+            ns.model(
+                "ErrorBody",
+                {
+                    "code": fields.Integer(description="HTTP status"),
+                    "message": fields.String(description="what was wrong and how to fix it"),
+                },
+            )
+        )
+    },
+)
+version_model = ns.model(
+    "VersionState", {"version": fields.Integer, "state": fields.String(example="AVAILABLE")}
+)
+model_summary = ns.model(
+    "ModelSummary",
+    {
+        "name": fields.String(example="shapes"),
+        "versions": fields.List(fields.Nested(version_model)),
+        "kind": fields.String(enum=["detection", "segmentation", "classification", "unknown"]),
+        "label_source": fields.String(description="stored label map file, null when there is none"),
+    },
+)
+models_model = ns.model("Models", {"models": fields.List(fields.Nested(model_summary))})
+box_model = ns.model("Box", {k: fields.Float for k in ("xmin", "ymin", "xmax", "ymax")})
+rle_model = ns.model(
+    "RLE",
+    {
+        "size": fields.List(fields.Integer, description="[height, width]"),
+        "counts": fields.String(description="COCO RLE (pycocotools)"),
+    },
+)
+detection_model = ns.model(
+    "Detection",
+    {
+        "label": fields.String,
+        "class_id": fields.Integer,
+        "score": fields.Float,
+        "box": fields.Nested(box_model, description="pixels of the uploaded image"),
+        "mask": fields.Nested(rle_model, description="segmentation models only", skip_none=True),
+    },
+)
+class_model = ns.model("Class", {"label": fields.String, "class_id": fields.Integer, "score": fields.Float})
+prediction_model = ns.model(
+    "Prediction",
+    {
+        "model": fields.Nested(ns.model("ModelRef", {"name": fields.String, "version": fields.Integer})),
+        "image": fields.Nested(ns.model("ImageSize", {"width": fields.Integer, "height": fields.Integer})),
+        "detections": fields.List(
+            fields.Nested(detection_model), description="detection/segmentation models"
+        ),
+        "classes": fields.List(fields.Nested(class_model), description="classification models, best first"),
+        "timings_ms": fields.Raw(example={"decode": 1.2, "predict": 8.4, "postprocess": 0.9, "total": 11.0}),
+        "result_url": fields.String(description="with store=true: the HTML result page"),
+    },
+)
+
+
+def _gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def _options() -> PredictOptions:
+    return PredictOptions.from_mapping(CombinedMultiDict([request.args, request.form]))
+
+
+def _flag(name: str) -> bool:
+    value = request.args.get(name) or request.form.get(name) or ""
+    return value.strip().lower() in TRUE_VALUES
+
+
+def _uploads(many: bool) -> list[tuple[str | None, bytes]]:
+    """The uploaded images (multipart field `image`, or a raw image/* body for single images)."""
+    files = [f for f in request.files.getlist("image") if f.filename or f.content_length]
+    if not files and not many and request.mimetype.startswith("image/"):
+        return [(None, request.get_data())]
+    if not files:
+        raise BadRequest("no image: send the picture as the multipart/form-data field 'image'")
+    if not many and len(files) > 1:
+        raise BadRequest(f"{len(files)} images sent; use predict_batch for more than one")
+    return [(f.filename, f.read()) for f in files]
+
+
+def _label_map() -> LabelMap | None:
+    upload = request.files.get("label_map")
+    if upload is None or not (upload.filename or upload.content_length):
+        return None
+    return parse_label_map(upload.read(), display_name(upload.filename, "label_map.pbtxt"))
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{stage};dur={value:.2f}" for stage, value in timings.items())
+
+
+def _store(
+    gateway: Gateway,
+    image: bytes,
+    filename: str | None,
+    prediction: Any,
+    rendered: bytes | None,
+    options: PredictOptions,
+) -> str:
+    """Keep a result for the HTML pages (only when the client asked with store=true)."""
+    if rendered is None:
+        rendered = gateway.render(image, prediction, "jpeg")
+    result_id = gateway.store.save(
+        image,
+        EXTENSIONS[sniff_format(image)],
+        rendered,
+        "jpg",
+        prediction.to_dict(),
+        source_name=display_name(filename, "") or None,
+        options={
+            "min_score": options.min_score,
+            "max_detections": options.max_detections,
+            "version": options.version,
+            "version_label": options.version_label,
+        },
+    )
+    return f"/results/{result_id}"
+
+
+@ns.route("")
+class ModelList(Resource):
+    @ns.response(200, "every configured model", models_model)
+    @ns.response(503, "model server unavailable", error_model)
+    def get(self) -> dict:
+        """Every model in models.config with its versions, their states, and its kind."""
+        return {"models": [m.to_dict() for m in _gateway().list_models()]}
+
+
+@ns.route("/<string:model>")
+@ns.param("model", "model name as in models.config")
+class ModelDetail(Resource):
+    @ns.doc(params={"version": {"description": "model version (default: latest)", "type": "integer"}})
+    @ns.response(404, "unknown model or version", error_model)
+    def get(self, model: str) -> dict:
+        """Signature inputs and outputs, versions, kind, and where the labels come from."""
+        options = PredictOptions.from_mapping({"version": request.args.get("version", "")})
+        return _gateway().describe(model, options.version)
+
+
+@ns.route("/<string:model>/labels")
+@ns.param("model", "model name as in models.config")
+class ModelLabels(Resource):
+    @ns.response(
+        200, "class id -> name", ns.model("Labels", {"*": fields.Wildcard(fields.String(example="circle"))})
+    )
+    @ns.response(404, "unknown model", error_model)
+    def get(self, model: str) -> dict:
+        """The stored label map as `{"<id>": "<name>"}` (empty when the model has none)."""
+        return _gateway().labels(model).to_dict()
+
+
+@ns.route("/<string:model>/predict")
+@ns.param("model", "model name as in models.config")
+class Predict(Resource):
+    @ns.expect(predict_parser)
+    @ns.response(200, "the prediction", prediction_model)
+    @ns.response(400, "bad image, label map or option", error_model)
+    @ns.response(404, "unknown model or version", error_model)
+    @ns.response(413, "upload or image too large", error_model)
+    @ns.response(415, "not an image", error_model)
+    @ns.response(503, "model server unavailable", error_model)
+    @ns.response(504, "model server deadline exceeded", error_model)
+    def post(self, model: str) -> Response:
+        """Detect (or classify) one uploaded image; boxes are in pixels of the upload, masks COCO RLE."""
+        gateway = _gateway()
+        gateway.check_model(model)
+        options = _options()
+        label_map = _label_map()
+        ((filename, image),) = _uploads(many=False)
+        prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
+        body = prediction.to_dict()
+        if _flag("store"):
+            body["result_url"] = _store(gateway, image, filename, prediction, None, options)
+            body["timings_ms"] = {k: round(v, 2) for k, v in prediction.timings_ms.items()}
+        response = jsonify(body)
+        response.headers["Server-Timing"] = _server_timing(prediction.timings_ms)
+        return response
+
+
+@ns.route("/<string:model>/predict_image")
+@ns.param("model", "model name as in models.config")
+class PredictImage(Resource):
+    @ns.expect(image_parser)
+    @ns.produces(["image/jpeg", "image/png"])
+    @ns.response(200, "the uploaded picture with boxes, masks and captions drawn (original size)")
+    @ns.response(400, "bad image, label map or option", error_model)
+    @ns.response(404, "unknown model or version", error_model)
+    def post(self, model: str) -> Response:
+        """Like predict, but answers with the picture (JPEG, or PNG with format=png)."""
+        gateway = _gateway()
+        gateway.check_model(model)
+        options = _options()
+        fmt = (request.args.get("format") or request.form.get("format") or "jpeg").strip().lower()
+        if fmt not in ("jpeg", "jpg", "png"):
+            raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
+        label_map = _label_map()
+        ((filename, image),) = _uploads(many=False)
+        prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
+        rendered = gateway.render(image, prediction, fmt)
+        response = Response(rendered, mimetype="image/png" if fmt == "png" else "image/jpeg")
+        if _flag("store"):
+            jpeg = rendered if fmt != "png" else None
+            response.headers["Location"] = _store(gateway, image, filename, prediction, jpeg, options)
+        response.headers["Server-Timing"] = _server_timing(prediction.timings_ms)
+        count = len(prediction.classes) if prediction.classes is not None else len(prediction.detections)
+        response.headers["X-Detections"] = str(count)
+        return response
+
+
+@ns.route("/<string:model>/predict_batch")
+@ns.param("model", "model name as in models.config")
+class PredictBatch(Resource):
+    @ns.expect(batch_parser)
+    @ns.response(200, "one prediction per image, in the order sent", [prediction_model])
+    @ns.response(400, "a bad image (the message names its position and file name)", error_model)
+    def post(self, model: str) -> Response:
+        """Several `image` parts in one request; answers a list of predictions in the same order."""
+        gateway = _gateway()
+        gateway.check_model(model)
+        options = _options()
+        label_map = _label_map()
+        uploads = _uploads(many=True)
+        predictions = gateway.predict_batch(model, uploads, options=options, label_map=label_map)
+        store = _flag("store")
+        body = []
+        for (filename, image), prediction in zip(uploads, predictions, strict=True):
+            item = prediction.to_dict()
+            if store:
+                item["result_url"] = _store(gateway, image, filename, prediction, None, options)
+            body.append(item)
+        return jsonify(body)
+
+
+def _check_api_key() -> None:
+    keys = _gateway().settings.api_keys
+    if not keys or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
+        return
+    given = request.headers.get("X-API-Key", "")
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    # Compare against every key (no early exit) so timing does not tell which prefix matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given.encode(), key.encode())
+    if not given:
+        raise Unauthorized("this API needs a key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+    if not matched:
+        raise Unauthorized("the API key is not valid: check the key you send")
+
+
+class _GatewayApi(Api):
+    """flask-restx's Api, but its routes' errors are answered exactly like the rest of the app's."""
+
+    def handle_error(self, e: Exception) -> Response:
+        return error_response(e)
+
+
+def register_api(app: Flask) -> Api:
+    """Mount the API blueprint (a fresh Api per app), Swagger UI at /docs and the spec at /swagger.json."""
+    bp = Blueprint("api", __name__)
+    api = _GatewayApi(
+        bp,
+        version="1.0",
+        title="Detection gateway API",
+        description="Upload images, get boxes, masks and labels from models served by TensorFlow Serving.",
+        doc="/docs",
+        prefix=API_PREFIX,
+        authorizations={
+            "apikey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "bearer": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Bearer <key>",
+            },
+        },
+        security=["apikey", "bearer"] if app.extensions["gateway"].settings.api_keys else None,
+    )
+    api.add_namespace(ns, path="/models")
+    bp.before_request(_check_api_key)
+    app.register_blueprint(bp)
+
+    @app.get("/swagger.json")
+    def swagger_json() -> Response:
+        return jsonify(api.__schema__)
+
+    return api

@@ -1,0 +1,140 @@
+"""The gateway's exceptions, each naming its HTTP status, and the one place they become responses.
+
+Code below the views raises these with a message that tells the user what to fix; the handlers
+registered here turn them (and Werkzeug's HTTP errors, and anything unexpected) into JSON under
+``/api/`` and into the ``error.html`` page elsewhere. Unexpected exceptions are logged with their
+traceback and answered with a generic 500: a stack trace never reaches the user.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
+from jinja2 import TemplateNotFound
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException
+
+API_PREFIX = "/api/"
+
+
+class GatewayError(Exception):
+    """Base class: `status` is the HTTP status, the message says what went wrong and how to fix it."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+
+
+class LabelMapError(BadRequest):
+    """An uploaded or stored label map cannot be parsed (the message has line and column)."""
+
+
+class UnsupportedModel(GatewayError):
+    """The model's signature is not one the gateway knows how to feed or read (see DESIGN.md)."""
+
+    status = 422
+
+
+class ConfigurationError(GatewayError):
+    """The gateway's own configuration is wrong (e.g. MODEL_CONFIG_FILE missing)."""
+
+    status = 500
+
+
+class ModelServerError(GatewayError):
+    """The model server answered with an error the gateway cannot attribute to the request."""
+
+    status = 502
+
+
+class ModelServerUnavailable(GatewayError):
+    status = 503
+
+
+class ModelServerTimeout(GatewayError):
+    status = 504
+
+
+_WERKZEUG_MESSAGES = {
+    404: "no such page: check the URL (the API lives under /api/v1, its documentation at /docs)",
+    405: "this URL does not accept the {method} method",
+}
+
+GENERIC_500 = "internal error in the gateway; it has been logged — please try again or report it"
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """(status, user-facing message) for any exception; the only place statuses are chosen."""
+    if isinstance(exc, GatewayError):
+        return exc.status, exc.message
+    if isinstance(exc, HTTPException):
+        code = exc.code or 500
+        if code == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            size = f" ({limit / (1024 * 1024):g} MiB)" if limit else ""
+            return 413, f"the upload is larger than MAX_CONTENT_LENGTH{size}: send a smaller file"
+        if code in _WERKZEUG_MESSAGES:
+            return code, _WERKZEUG_MESSAGES[code].format(method=request.method)
+        if code >= 500:
+            return code, GENERIC_500
+        return code, exc.description or exc.name
+    return 500, GENERIC_500
+
+
+def wants_json() -> bool:
+    """API clients get JSON errors; browsers on the HTML pages get the error page."""
+    return request.path.startswith(API_PREFIX) or request.path in ("/swagger.json", "/readyz")
+
+
+def error_response(exc: BaseException) -> Response:
+    """Build the JSON or HTML error response for `exc`, logging anything unexpected."""
+    status, message = describe(exc)
+    if status >= 500 and not isinstance(exc, GatewayError | HTTPException):
+        current_app.logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    elif status >= 500:
+        current_app.logger.warning("%s %s -> %d: %s", request.method, request.path, status, message)
+    error = {"code": status, "message": message}
+    if wants_json():
+        response = jsonify({"error": error})
+    else:
+        try:
+            body = render_template("error.html", error=error)
+        except TemplateNotFound:
+            body = (
+                f"<!doctype html><title>Error {status}</title><h1>Error {status}</h1><p>{escape(message)}</p>"
+            )
+        response = Response(body, mimetype="text/html")
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, HTTPException) and status == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every error through `error_response` (flask-restx's API is wired to it in web.api)."""
+    app.register_error_handler(GatewayError, error_response)
+    app.register_error_handler(HTTPException, error_response)
+    app.register_error_handler(Exception, error_response)

@@ -1,0 +1,439 @@
+"""The gateway facade: upload bytes in, `Prediction` out; the only object the views and the API use.
+
+It strings the pure steps together (validate -> build the input -> Predict -> post-process ->
+render) around the registry and the client, times each stage, and records the timings as
+Prometheus histograms per model and stage. Views never see gRPC or protobuf types.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from web import images, metrics
+from web.domain import Prediction
+from web.errors import (
+    BadRequest,
+    GatewayError,
+    ModelNotFound,
+    ModelServerError,
+    ModelServerUnavailable,
+    UnsupportedModel,
+)
+from web.label_maps import LabelMap
+from web.model_registry import (
+    DETECTION_OUTPUTS,
+    ImageInput,
+    InputKind,
+    ModelRegistry,
+    ModelSignature,
+    VersionState,
+)
+from web.options import PredictOptions
+from web.postprocess import Geometry, classifications_from_outputs, detections_from_outputs
+from web.protos.tensorflow.core.framework import types_pb2
+from web.protos.tensorflow_serving.apis import predict_pb2
+from web.render import render_prediction
+from web.serving_client import ServingClient
+from web.settings import Settings
+from web.tensors import TensorConversionError, ndarray_to_proto, proto_to_ndarray, strings_to_proto
+
+logger = logging.getLogger(__name__)
+MAX_BATCH_IMAGES = 64
+READINESS_TIMEOUT_S = 2.0
+RENDER_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
+_FLOAT_DTYPES = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_HALF: np.float16,
+}
+
+
+@dataclass
+class ModelSummary:
+    """A configured model as the model list shows it."""
+
+    name: str
+    versions: list[VersionState]
+    kind: str  # detection | segmentation | classification | unknown
+    label_source: str | None  # file name of the stored label map, None when there is none
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": [{"version": v.version, "state": v.state} for v in self.versions],
+            "kind": self.kind,
+            "label_source": self.label_source,
+        }
+
+
+@dataclass
+class _Prepared:
+    """One upload made ready for the model's input."""
+
+    name: str
+    info: images.ImageInfo
+    geometry: Geometry
+    value: bytes | np.ndarray
+    decode_ms: float
+
+
+@dataclass
+class Readiness:
+    ready: bool
+    reason: str
+    models: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+_Checked = tuple[bytes, images.ImageInfo, float]  # upload, its header info, ms spent checking it
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def display_name(filename: str | None, fallback: str = "image") -> str:
+    """A client file name made safe to quote in messages (no control characters, bounded length)."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f]", "", filename or "").strip()
+    return (cleaned[:80] + "…" if len(cleaned) > 80 else cleaned) or fallback
+
+
+class Gateway:
+    """Lists models and turns uploads into predictions and pictures (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Any = None,
+        client: ServingClient | None = None,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client or ServingClient(settings.tf_serving_address, settings.grpc_timeout_s)
+        self.registry = registry or ModelRegistry(
+            self.client, settings.model_config_file, settings.models_dir
+        )
+        self.store = store
+
+    # -- models -------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """The models in models.config, without asking the model server."""
+        return [entry.name for entry in self.registry.entries()]
+
+    def check_model(self, name: str) -> None:
+        """Raise ModelNotFound (listing the models) unless `name` is in models.config."""
+        self.registry.entry(name)
+
+    def list_models(self) -> list[ModelSummary]:
+        """Every configured model with its versions, states and kind (asks the model server)."""
+        return [self._summary(entry.name) for entry in self.registry.entries()]
+
+    def _summary(self, name: str, version: int | None = None) -> ModelSummary:
+        versions = self.registry.versions(name)
+        kind = "unknown"
+        if any(v.state == "AVAILABLE" for v in versions):
+            try:
+                signature = self.registry.signature(name, version=version)
+                kind = "unknown" if signature.problem else signature.kind
+            except (ModelNotFound, ModelServerError):  # a model the gateway cannot read is listed anyway
+                kind = "unknown"
+        path = self.registry.label_map_path(name)
+        return ModelSummary(name, versions, kind, path.name if path else None)
+
+    def describe(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """A model's versions, label source and the signature the gateway uses (for GET /models/<m>)."""
+        self.registry.entry(name)
+        summary = self._summary(name)
+        out = summary.to_dict()
+        signature = self.registry.signature(name, version=version)
+        image_input = signature.image_input
+        out.update(
+            {
+                "version": signature.version,
+                "signature": {
+                    "name": signature.name,
+                    "inputs": {k: v.to_dict() for k, v in signature.inputs.items()},
+                    "outputs": {k: v.to_dict() for k, v in signature.outputs.items()},
+                },
+                "kind": signature.kind,
+                "input": None
+                if image_input is None
+                else {
+                    "name": image_input.key,
+                    "kind": str(image_input.kind),
+                    "fixed_size": None
+                    if not image_input.fixed_size
+                    else {"width": image_input.width, "height": image_input.height},
+                },
+                "convention": None if signature.convention is None else str(signature.convention),
+                "problem": signature.problem,
+            }
+        )
+        return out
+
+    def labels(self, name: str) -> LabelMap:
+        """The label map stored beside the model (empty when there is none)."""
+        self.registry.entry(name)
+        return self.registry.stored_label_map(name)
+
+    # -- predictions --------------------------------------------------------------------------
+    def predict(
+        self,
+        model: str,
+        image: bytes,
+        *,
+        options: PredictOptions,
+        label_map: LabelMap | None = None,
+        filename: str | None = None,
+    ) -> Prediction:
+        """Run `model` on one uploaded image; boxes and masks are in the upload's pixels."""
+        return self.predict_batch(model, [(filename, image)], options=options, label_map=label_map)[0]
+
+    def predict_batch(
+        self,
+        model: str,
+        uploads: Sequence[tuple[str | None, bytes]],
+        *,
+        options: PredictOptions,
+        label_map: LabelMap | None = None,
+    ) -> list[Prediction]:
+        """Run `model` on several images, answers in the same order; a bad image fails the whole call."""
+        self.registry.entry(model)  # unknown model: 404 before anything else
+        try:
+            predictions = self._predict_all(model, uploads, options, label_map)
+        except GatewayError as exc:
+            metrics.count_model_request(model, str(exc.status))
+            raise
+        for prediction in predictions:
+            metrics.count_model_request(model, "ok")
+            metrics.observe_timings(model, prediction.timings_ms)
+        return predictions
+
+    def _predict_all(
+        self,
+        model: str,
+        uploads: Sequence[tuple[str | None, bytes]],
+        options: PredictOptions,
+        label_map: LabelMap | None,
+    ) -> list[Prediction]:
+        if not uploads:
+            raise BadRequest("no image: send the picture in the multipart field 'image'")
+        if len(uploads) > MAX_BATCH_IMAGES:
+            raise BadRequest(f"{len(uploads)} images in one batch; send at most {MAX_BATCH_IMAGES}")
+        # Validate every upload (header only, cheap) before asking the model server anything, so bad
+        # input gets its 4xx even while the model server is down.
+        many = len(uploads) > 1
+        checked: list[_Checked] = []
+        for index, (filename, data) in enumerate(uploads):
+            start = time.perf_counter()
+            name = display_name(filename)
+            name = f"image #{index + 1} ({name})" if many else name
+            info = images.inspect_image(data, max_pixels=self.settings.max_image_pixels, name=name)
+            checked.append((data, info, _ms(start)))
+        signature = self.registry.signature(
+            model, version=options.version, version_label=options.version_label
+        )
+        if signature.problem or signature.image_input is None:
+            raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {signature.problem}")
+        labels = label_map if label_map is not None else self.registry.stored_label_map(model)
+        spec = signature.image_input
+        predictions: list[Prediction] = []
+        # Decode group by group, so a batch of big photos for a [1, H, W, 3] model never holds more
+        # than one decoded image at a time.
+        for group in self._groups(spec, checked):
+            prepared = [self._prepare(spec, data, info, ms) for data, info, ms in group]
+            predictions.extend(self._run(model, signature, prepared, options, labels))
+        return predictions
+
+    def _input_size(self, spec: ImageInput, info: images.ImageInfo) -> tuple[int, int]:
+        """(width, height) of the tensor sent for a tensor input: fixed, or downsized to MAX_INPUT_SIDE."""
+        return spec.fixed_size or images.target_size(info.width, info.height, self.settings.max_input_side)
+
+    def _prepare(self, spec: ImageInput, data: bytes, info: images.ImageInfo, inspect_ms: float) -> _Prepared:
+        """Encoded-string inputs get the upload as it is; tensor inputs one decode (downsized if big)."""
+        start = time.perf_counter()
+        if spec.kind == InputKind.ENCODED:
+            geometry = Geometry(info.width, info.height, info.width, info.height)
+            value: bytes | np.ndarray = images.to_model_bytes(data, info)
+        else:
+            value = images.decode_rgb(data, info, size=self._input_size(spec, info))
+            if spec.kind == InputKind.FLOAT:
+                value = value.astype(_FLOAT_DTYPES.get(spec.dtype, np.float32))
+            geometry = Geometry(info.width, info.height, value.shape[1], value.shape[0])
+        return _Prepared(info.name, info, geometry, value, inspect_ms + _ms(start))
+
+    def _groups(self, spec: ImageInput, checked: list[_Checked]) -> list[list[_Checked]]:
+        """Which images share one PredictRequest: all of them when the batch dimension is free (and,
+        for tensors, they have the same size)."""
+        if spec.batch != -1 or len(checked) == 1:
+            return [[item] for item in checked]
+        if spec.kind == InputKind.ENCODED:
+            return [checked]
+        sizes = {self._input_size(spec, info) for _, info, _ in checked}
+        return [checked] if len(sizes) == 1 else [[item] for item in checked]
+
+    def _request(self, signature: ModelSignature, group: list[_Prepared]) -> predict_pb2.PredictRequest:
+        spec = signature.image_input
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = signature.model
+        request.model_spec.signature_name = signature.name
+        if signature.version:
+            request.model_spec.version.value = signature.version
+        request.output_filter.extend(signature.output_filter())
+        try:
+            if spec.kind == InputKind.ENCODED:
+                values = [item.value for item in group]
+                shape = () if spec.batch is None else (len(values),)
+                tensor = strings_to_proto(values, shape)
+            elif spec.batch is None:
+                tensor = ndarray_to_proto(group[0].value)
+            elif len(group) == 1:
+                tensor = ndarray_to_proto(group[0].value[np.newaxis])
+            else:
+                tensor = ndarray_to_proto(np.stack([item.value for item in group]))
+        except TensorConversionError as exc:
+            raise UnsupportedModel(f"cannot build the input for model '{signature.model}': {exc}") from None
+        request.inputs[spec.key].CopyFrom(tensor)
+        return request
+
+    def _run(
+        self,
+        model: str,
+        signature: ModelSignature,
+        group: list[_Prepared],
+        options: PredictOptions,
+        labels: LabelMap,
+    ) -> list[Prediction]:
+        start = time.perf_counter()
+        try:
+            response = self.client.predict(self._request(signature, group))
+        except ModelNotFound:
+            if options.version is not None or options.version_label is not None:
+                raise self.registry.version_not_found(model, options.version, options.version_label) from None
+            # The version we resolved as "latest" a moment ago was unloaded (a newer one replaced it):
+            # resolve again and retry once if the new version takes the same input.
+            self.registry.forget_resolved(model)
+            newer = self.registry.signature(model)
+            if newer.version == signature.version or not newer.same_input_as(signature):
+                raise ModelServerUnavailable(
+                    f"model '{model}' is switching versions on the model server; try again"
+                ) from None
+            logger.info(
+                "model %s: version %d was unloaded, retrying on version %d",
+                model,
+                signature.version,
+                newer.version,
+            )
+            signature = newer
+            response = self.client.predict(self._request(signature, group))
+        predict_ms = _ms(start)
+        try:
+            outputs = {key: proto_to_ndarray(proto) for key, proto in response.outputs.items()}
+        except TensorConversionError as exc:
+            raise ModelServerError(f"model '{model}' answered with an unreadable tensor: {exc}") from None
+        version = int(response.model_spec.version.value) or signature.version
+        results = []
+        for index, item in enumerate(group):
+            start = time.perf_counter()
+            prediction = Prediction(model, version, item.geometry.width, item.geometry.height)
+            self._postprocess(signature, outputs, index, item, options, labels, prediction)
+            post_ms = _ms(start)
+            prediction.timings_ms = {
+                "decode": item.decode_ms,
+                "predict": predict_ms,
+                "postprocess": post_ms,
+                "total": item.decode_ms + predict_ms + post_ms,
+            }
+            results.append(prediction)
+        return results
+
+    @staticmethod
+    def _postprocess(
+        signature: ModelSignature,
+        outputs: dict[str, np.ndarray],
+        index: int,
+        item: _Prepared,
+        options: PredictOptions,
+        labels: LabelMap,
+        prediction: Prediction,
+    ) -> None:
+        if signature.kind == "classification":
+            scores = outputs.get(signature.score_output)
+            if scores is None:
+                raise ModelServerError(f"model '{signature.model}' did not return '{signature.score_output}'")
+            scores = scores.reshape(1, -1) if scores.ndim == 1 else scores
+            classes = outputs.get(signature.classes_output) if signature.classes_output else None
+            if classes is not None and classes.ndim == 1:
+                classes = classes.reshape(1, -1)
+            prediction.classes = classifications_from_outputs(
+                scores[index],
+                None if classes is None else classes[index],
+                min_score=options.min_score,
+                top_k=options.max_detections,
+                label_map=labels,
+            )
+            return
+        missing = [key for key in DETECTION_OUTPUTS if key not in outputs]
+        if missing:
+            raise ModelServerError(f"model '{signature.model}' did not return {', '.join(missing)}")
+        if outputs["detection_boxes"].ndim == 2:  # a signature without a batch dimension
+            outputs = {k: np.asarray(v)[np.newaxis] for k, v in outputs.items()}
+        prediction.detections = detections_from_outputs(
+            outputs,
+            index,
+            item.geometry,
+            min_score=options.min_score,
+            max_detections=options.max_detections,
+            label_map=labels,
+        )
+        for detection in prediction.detections:  # encode RLE now: it belongs to the postprocess time
+            if detection.mask is not None:
+                detection.mask.rle()
+
+    # -- rendering ----------------------------------------------------------------------------
+    def render(self, image: bytes, prediction: Prediction, fmt: str = "jpeg") -> bytes:
+        """The upload with the prediction drawn on it, as JPEG or PNG; adds a `render` timing."""
+        encoding = RENDER_FORMATS.get(fmt.lower())
+        if encoding is None:
+            raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
+        start = time.perf_counter()
+        info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels)
+        picture = images.decode_image(image, info)
+        drawn = render_prediction(picture, prediction.detections, prediction.classes)
+        data = images.encode_image(drawn, encoding)
+        render_ms = _ms(start)
+        prediction.timings_ms["render"] = render_ms
+        prediction.timings_ms["total"] = prediction.timings_ms.get("total", 0.0) + render_ms
+        metrics.observe_timings(prediction.model_name, {"render": render_ms})
+        return data
+
+    # -- readiness ----------------------------------------------------------------------------
+    def readiness(self) -> Readiness:
+        """Whether the model server answers and every configured model has an AVAILABLE version."""
+        try:
+            entries = self.registry.entries()
+        except GatewayError as exc:
+            return Readiness(False, exc.message)
+        timeout = min(READINESS_TIMEOUT_S, self.settings.grpc_timeout_s)
+        states: dict[str, list[dict[str, Any]]] = {}
+        problems = []
+        for entry in entries:
+            try:
+                versions = self.registry.versions(entry.name, timeout=timeout)
+            except GatewayError as exc:
+                return Readiness(False, exc.message, states)
+            states[entry.name] = [{"version": v.version, "state": v.state} for v in versions]
+            if not any(v.state == "AVAILABLE" for v in versions):
+                seen = ", ".join(f"version {v.version} is {v.state}" for v in versions)
+                problems.append(
+                    f"model '{entry.name}' has no AVAILABLE version ({seen or 'the server does not know it'})"
+                )
+        if not entries:
+            problems.append(f"MODEL_CONFIG_FILE {self.settings.model_config_file} lists no models")
+        return Readiness(not problems, "; ".join(problems) or "ready", states)

@@ -1,0 +1,115 @@
+"""Label maps: class id -> name, from a TF OD API ``label_map.pbtxt`` or a plain ``labels.txt``.
+
+``.pbtxt`` files are parsed by protobuf's own ``text_format`` against the ``StringIntLabelMap``
+schema in ``web/label_map.proto`` (generated into ``web/label_map_pb2.py``), so syntax errors
+carry line and column and unknown fields (keypoints, frequency, ...) are skipped. After editing
+the schema, regenerate the module with:
+
+    .venv/bin/python -m grpc_tools.protoc -Iweb --python_out=web web/label_map.proto
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from web import label_map_pb2
+from web.errors import LabelMapError
+
+MAX_LABEL_MAP_BYTES = 1024 * 1024
+PBTXT_SUFFIXES = (".pbtxt", ".pbtext", ".prototxt", ".textproto", ".pb.txt")
+_PBTXT_START = re.compile(rb"^\s*(#[^\n]*\n\s*)*item\s*\{", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Class ids to display names; `source` says where it came from (a file name)."""
+
+    names: dict[int, str] = field(default_factory=dict)
+    source: str = ""
+    from_lines: bool = False  # a labels.txt: line i (0-based) is id i + 1
+
+    def name_for(self, class_id: int) -> str:
+        """The name for a detection class id, or `class <id>` when the map does not have it."""
+        return self.names.get(class_id, f"class {class_id}")
+
+    def name_for_index(self, index: int) -> str:
+        """The name for a classifier's score index: a labels.txt's line `index`, a pbtxt's id `index`."""
+        return self.name_for(index + 1 if self.from_lines else index)
+
+    def to_dict(self) -> dict[str, str]:
+        return {str(k): v for k, v in sorted(self.names.items())}
+
+
+def parse_label_map(data: bytes, filename: str) -> LabelMap:
+    """Parse a label map by extension and content; raise LabelMapError saying what to fix."""
+    name = Path(filename or "label map").name
+    if not data.strip():
+        raise LabelMapError(f"label map {name} is empty")
+    if len(data) > MAX_LABEL_MAP_BYTES:
+        raise LabelMapError(f"label map {name} is larger than {MAX_LABEL_MAP_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelMapError(f"label map {name} is not UTF-8 text (byte {exc.start} is invalid)") from None
+    if name.lower().endswith(PBTXT_SUFFIXES) or _PBTXT_START.match(data):
+        return _parse_pbtxt(text, name)
+    return _parse_lines(text, name)
+
+
+def load_label_map(path: Path) -> LabelMap:
+    """Read and parse a label map stored on disk (beside a model)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LabelMapError(f"cannot read label map {path}: {exc.strerror}") from None
+    return parse_label_map(data, path.name)
+
+
+def _parse_pbtxt(text: str, name: str) -> LabelMap:
+    message = label_map_pb2.StringIntLabelMap()
+    logger = logging.getLogger("google.protobuf.text_format")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)  # unknown fields are expected (keypoints, frequency, ...)
+    try:
+        text_format.Parse(text, message, allow_unknown_field=True)
+    except text_format.ParseError as exc:
+        detail = re.sub(r"^\d+:\d+ : ", "", str(exc))
+        where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else "syntax"
+        raise LabelMapError(f"label map {name}: {where}: {detail}") from None
+    finally:
+        logger.setLevel(previous)
+    if not message.item:
+        raise LabelMapError(f"label map {name} has no `item {{ id: ... name: ... }}` entries")
+    names: dict[int, str] = {}
+    for position, item in enumerate(message.item, start=1):
+        if not item.HasField("id"):
+            raise LabelMapError(f"label map {name}: item #{position} has no id")
+        if item.id < 0:
+            raise LabelMapError(f"label map {name}: item #{position} has a negative id {item.id}")
+        label = item.display_name or item.name
+        if not label:
+            raise LabelMapError(f"label map {name}: item #{position} (id {item.id}) has no name")
+        if item.id in names:
+            raise LabelMapError(
+                f"label map {name}: id {item.id} is used twice ({names[item.id]!r} and {label!r})"
+            )
+        names[item.id] = label
+    return LabelMap(names=names, source=name)
+
+
+def _parse_lines(text: str, name: str) -> LabelMap:
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            raise LabelMapError(
+                f"label map {name}: line {number} is blank; a labels.txt has one class name per line "
+                "(line 1 is class id 1)"
+            )
+    return LabelMap(names={i: label for i, label in enumerate(lines, start=1)}, source=name, from_lines=True)

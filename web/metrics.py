@@ -1,0 +1,65 @@
+"""Prometheus metrics of the gateway: HTTP requests, and predictions per model and stage.
+
+Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty folder) before start;
+`/metrics` then aggregates every worker's numbers (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+STAGES = ("decode", "predict", "postprocess", "render", "total")
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests_total",
+    "HTTP requests answered, by route, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "gateway_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_REQUESTS = Counter(
+    "gateway_model_requests_total",
+    "Prediction requests per model and outcome (ok or the HTTP status).",
+    ["model", "outcome"],
+)
+STAGE_LATENCY = Histogram(
+    "gateway_stage_duration_seconds",
+    "Time spent per prediction stage (decode, predict, postprocess, render, total), per model.",
+    ["model", "stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+def observe_timings(model: str, timings_ms: dict[str, float]) -> None:
+    """Record a prediction's per-stage timings (milliseconds) in the stage histogram."""
+    for stage, value in timings_ms.items():
+        STAGE_LATENCY.labels(model=model, stage=stage).observe(value / 1000.0)
+
+
+def count_model_request(model: str, outcome: str) -> None:
+    MODEL_REQUESTS.labels(model=model, outcome=outcome).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page body and content type, aggregated over workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,124 @@
+"""The gateway's settings, read once per app: defaults, then the environment, then explicit overrides.
+
+Every value is validated when the app is created so a typo in a deployment fails at start-up with
+the variable's name, not on the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about the gateway (see DESIGN.md, "Configuration")."""
+
+    tf_serving_address: str = "localhost:8500"
+    model_config_file: Path = Path("tf_server/models.config")
+    models_dir: Path | None = None
+    upload_folder: Path = Path("upload_folder")
+    output_folder: Path = Path("output")
+    max_content_length: int = 16 * MIB
+    max_image_pixels: int = 40_000_000
+    grpc_timeout_s: float = 30.0
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_input_side: int = 1600
+    results_max_count: int = 200
+    results_max_bytes: int = 512 * MIB
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Defaults, then `environ` (default: os.environ), then `overrides` keyed by the env var names."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, Any] = {var: environ[var] for var in _PARSERS if var in environ}
+        unknown = sorted(set(overrides or {}) - set(_PARSERS))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_PARSERS)}")
+        raw.update(overrides or {})
+        values: dict[str, Any] = {}
+        for var, value in raw.items():
+            attr, parse = _PARSERS[var]
+            try:
+                values[attr] = parse(value)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"invalid {var}={value!r}: {exc}") from None
+        return dataclasses.replace(cls(), **values)
+
+
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _address(value: Any) -> str:
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. localhost:8500")
+    return text
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value))
+
+
+def _optional_path(value: Any) -> Path | None:
+    return Path(str(value).strip()) if value is not None and str(value).strip() else None
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a positive integer")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ValueError("expected a positive integer") from None
+    if number <= 0:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a positive number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(key.strip() for key in items if key.strip())
+
+
+_PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "TF_SERVING_ADDRESS": ("tf_serving_address", _address),
+    "MODEL_CONFIG_FILE": ("model_config_file", _path),
+    "MODELS_DIR": ("models_dir", _optional_path),
+    "UPLOAD_FOLDER": ("upload_folder", _path),
+    "OUTPUT_FOLDER": ("output_folder", _path),
+    "MAX_CONTENT_LENGTH": ("max_content_length", _positive_int),
+    "MAX_IMAGE_PIXELS": ("max_image_pixels", _positive_int),
+    "GRPC_TIMEOUT_S": ("grpc_timeout_s", _positive_float),
+    "API_KEYS": ("api_keys", _keys),
+    "MAX_INPUT_SIDE": ("max_input_side", _positive_int),
+    "RESULTS_MAX_COUNT": ("results_max_count", _positive_int),
+    "RESULTS_MAX_BYTES": ("results_max_bytes", _positive_int),
+}
