@@ -1,0 +1,162 @@
+"""TensorProto <-> numpy, the way TF Serving does it, plus the checks of request tensors.
+
+Requests may carry values in ``tensor_content`` or in the typed ``*_val`` fields (clients use
+both); ``tf.make_ndarray`` reads either. Responses are written like TF Serving's default
+``AsProtoField`` serialization: values in the typed repeated fields (``float_val``, ``int_val``,
+``string_val`` ...), not ``tensor_content``, so a client that only works with one of the two forms
+fails here exactly as it would against the real server. Float and double outputs (boxes, scores,
+masks: nearly all of a detection response) are encoded straight from the array's bytes as a packed
+field, which costs about as much as ``tensor_content`` instead of a Python loop per value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from tf_server.errors import invalid_argument
+
+# Packed repeated fields of TensorProto that hold fixed-width little-endian values:
+# field number -> numpy dtype of one element.
+_PACKED_FIXED = {
+    types_pb2.DT_FLOAT: (5, "<f4"),
+    types_pb2.DT_DOUBLE: (6, "<f8"),
+    types_pb2.DT_COMPLEX64: (9, "<f4"),
+    types_pb2.DT_COMPLEX128: (12, "<f8"),
+}
+# Typed fields for the rest, as TF's Tensor::AsProtoField fills them.
+_REPEATED_FIELD = {
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+}
+
+
+def dtype_name(dtype: int) -> str:
+    """``DT_UINT8`` for the enum value (what TF Serving prints in metadata)."""
+    try:
+        return types_pb2.DataType.Name(dtype)
+    except ValueError:
+        return f"DT_<{dtype}>"
+
+
+def short_dtype_name(dtype: int) -> str:
+    """``uint8`` for DT_UINT8, as TF's own error messages spell types."""
+    name = dtype_name(dtype)
+    return name[3:].lower() if name.startswith("DT_") else name
+
+
+def shape_dims(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
+    """Dimensions (-1 for unknown), or None for unknown rank."""
+    if shape.unknown_rank:
+        return None
+    return tuple(dim.size for dim in shape.dim)
+
+
+def format_dims(dims: tuple[int, ...] | None) -> str:
+    return "<unknown rank>" if dims is None else "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def describe_inputs(inputs: Mapping[str, meta_graph_pb2.TensorInfo]) -> str:
+    """``{input_tensor: DT_UINT8 [1,-1,-1,3]}``: what a request must send, for error messages."""
+    parts = [
+        f"{alias}: {dtype_name(info.dtype)} {format_dims(shape_dims(info.tensor_shape))}"
+        for alias, info in sorted(inputs.items())
+    ]
+    return "{" + ", ".join(parts) + "}"
+
+
+def check_input(
+    alias: str,
+    position: int,
+    proto: tensor_pb2.TensorProto,
+    expected: meta_graph_pb2.TensorInfo,
+    signature_name: str,
+    inputs: Mapping[str, meta_graph_pb2.TensorInfo],
+) -> None:
+    """Raise INVALID_ARGUMENT if ``proto`` cannot feed ``expected`` (dtype, rank, known dims)."""
+    if expected.WhichOneof("encoding") != "name":
+        return  # composite tensors: leave the checks to TensorFlow
+    if proto.dtype != expected.dtype:
+        raise invalid_argument(
+            f"Expects arg[{position}] to be {short_dtype_name(expected.dtype)} but "
+            f"{short_dtype_name(proto.dtype)} is provided (input '{alias}'). "
+            f"Signature '{signature_name}' expects inputs {describe_inputs(inputs)}"
+        )
+    want = shape_dims(expected.tensor_shape)
+    if want is None:
+        return
+    got = shape_dims(proto.tensor_shape)
+    if got is None or len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got, strict=True)):
+        raise invalid_argument(
+            f"input '{alias}' has shape {format_dims(got)} but the signature expects {format_dims(want)}. "
+            f"Signature '{signature_name}' expects inputs {describe_inputs(inputs)}"
+        )
+
+
+def to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a request tensor (tensor_content or typed fields)."""
+    try:
+        return tf.make_ndarray(proto)
+    except (ValueError, TypeError) as error:
+        raise invalid_argument(f"tensor parsing error: {alias} ({error})") from None
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _datatype_of(array: np.ndarray) -> int:
+    if array.dtype == object or array.dtype.kind in ("S", "U"):
+        return types_pb2.DT_STRING
+    return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+
+
+def encode_as_proto_field(array: np.ndarray) -> bytes:
+    """Serialized TensorProto with the values in typed fields (TF Serving's response format)."""
+    dtype = _datatype_of(array)
+    header = tensor_pb2.TensorProto(dtype=dtype)
+    for size in array.shape:
+        header.tensor_shape.dim.add(size=size)
+    packed = _PACKED_FIXED.get(dtype)
+    if packed is not None:
+        field_number, element = packed
+        if array.size == 0:
+            return header.SerializeToString()
+        if dtype == types_pb2.DT_COMPLEX64:  # real, imaginary interleaved
+            data = np.ascontiguousarray(array, dtype="<c8").view(element)
+        elif dtype == types_pb2.DT_COMPLEX128:
+            data = np.ascontiguousarray(array, dtype="<c16").view(element)
+        else:
+            data = np.ascontiguousarray(array, dtype=element)
+        raw = data.tobytes()
+        return header.SerializeToString() + _varint(field_number << 3 | 2) + _varint(len(raw)) + raw
+    field_name = _REPEATED_FIELD.get(dtype)
+    if field_name == "string_val":
+        header.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+    elif field_name is not None:
+        getattr(header, field_name).extend(array.ravel().tolist())
+    elif dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+        header.half_val.extend(array.ravel().view(np.uint16).tolist())
+    else:  # quantized and other rare types: TF would also fall back to raw content
+        return tf.make_tensor_proto(array).SerializeToString()
+    return header.SerializeToString()
