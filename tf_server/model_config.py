@@ -4,10 +4,11 @@
 ``text_format`` against the config messages shipped in ``tensorflow-serving-api``, so any file the
 real server accepts is read the same way here (and typos fail with line and column).
 
-Paths: a relative ``base_path`` is resolved against the folder holding the config file. Real TF
-Serving wants absolute paths (or ``--model_config_list_root_dir``); resolving against the config's
-folder keeps one ``tf_server/models.config`` usable both here and in Docker, where the container
-layout gives the same absolute paths.
+Paths: a relative ``base_path`` is resolved against the folder holding the config file, so
+``tf_server/models.config`` works from any working directory. Real TF Serving refuses relative
+paths ("Expected model X to have an absolute path or URI"), so the Docker stack reads its twin,
+``tf_server/models.docker.config``, with absolute paths under ``/tf_server``; a deploy test keeps
+the two in step.
 
 Versions follow TF Serving's folder layout: ``<base_path>/<version>/saved_model.pb`` where
 ``<version>`` is an all-digit folder name; anything else is ignored. The version policy picks the
