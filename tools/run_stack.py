@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "-m",
         "tf_server",
         f"--port={args.grpc_port}",
+        "--host=127.0.0.1",  # only the gateway on this machine talks to it
         f"--model_config_file={config}",
         "--model_config_file_poll_wait_seconds=30",
         "--file_system_poll_wait_seconds=2",
