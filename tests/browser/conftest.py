@@ -73,8 +73,8 @@ def gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     executable = chromium_executable()
-    if executable is None:
-        pytest.skip("Chromium is not installed: `make test` installs Debian's chromium (or set $CHROMIUM)")
+    # `make test` installs Debian's chromium, so a missing browser fails the run rather than hiding it.
+    assert executable is not None, "Chromium is not installed: `make test` installs it (or set $CHROMIUM)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

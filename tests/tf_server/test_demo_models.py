@@ -30,8 +30,6 @@ MIN_IOU = 0.5
 # is measured by tf_server.demo's evaluation and tests/demo; here the point is the serving path.
 PICTURES = ((7, 4), (2024, 3))  # (seed, number of shapes)
 
-pytestmark = pytest.mark.skipif(not DEMO_MODEL_CONFIG.is_file(), reason="demo models not exported yet")
-
 
 @pytest.fixture(scope="module")
 def client(demo_model_server: str) -> Iterator[ServingClient]:
@@ -40,9 +38,7 @@ def client(demo_model_server: str) -> Iterator[ServingClient]:
 
 
 def configured_models() -> list[str]:
-    return (
-        [model.name for model in read_config_file(DEMO_MODEL_CONFIG)] if DEMO_MODEL_CONFIG.is_file() else []
-    )
+    return [model.name for model in read_config_file(DEMO_MODEL_CONFIG)]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
