@@ -41,7 +41,9 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 @pytest.fixture()
 def upload(tmp_path: Path) -> tuple[Path, list[Shape]]:
     """A generated photo with a few well separated shapes, saved as a JPEG file to upload."""
-    rng = np.random.default_rng(20240611)
+    # A picture with all three classes; the demo model's accuracy over many pictures is measured by
+    # `python -m tf_server.demo evaluate`, this test is about the page.
+    rng = np.random.default_rng(7)
     image, shapes = generate_image(rng, WIDTH, HEIGHT, min_shapes=3, max_shapes=4)
     path = tmp_path / "shapes <photo>.jpg"
     path.write_bytes(encode_jpeg(image))
@@ -96,7 +98,7 @@ def test_upload_shows_drawn_picture_and_detections(gateway: RunningGateway, brow
     matched = sum(any(label == names.name_for(shape.class_id) and _iou(box, shape.box) > 0.5
                       for label, box in found)
                   for shape in shapes)
-    assert matched >= len(shapes) - 1, (labels, boxes, [(s.label, s.box) for s in shapes])
+    assert matched == len(shapes) == len(found), (labels, boxes, [(s.label, s.box) for s in shapes])
     # The file name the user sent is shown as text (escaped), never interpreted.
     assert image_path.name in page.locator(".meta").inner_text()
 

@@ -90,5 +90,6 @@ def test_prediction_finds_the_drawn_shapes(client: ServingClient, model: str, se
         overlaps = [iou(np.array(shape.box), box) for box in boxes]
         best = int(np.argmax(overlaps)) if overlaps else -1
         assert best >= 0 and overlaps[best] >= MIN_IOU, f"{shape.label} at {shape.box} not found: {overlaps}"
+        assert classes[best] == shape.class_id, f"{shape.label} at {shape.box} taken for {classes[best]}"
     if "detection_masks" in outputs:
         assert outputs["detection_masks"].shape[:2] == (1, outputs["detection_scores"].shape[1])
