@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,36 +22,12 @@ from pathlib import Path
 
 import grpc
 
+from tools.processes import free_port, log_tail, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 20.0
 # Shared objects that only a process running the TensorFlow runtime maps.
 TF_LIBRARY_MARKERS = ("libtensorflow", "_pywrap_tensorflow", "libtfkernel")
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-limit:] or "<no output>"
-    except OSError:
-        return "<no output>"
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (gunicorn and the model server shut down gracefully on it), then SIGKILL if needed."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 def base_env() -> dict[str, str]:
@@ -78,10 +52,10 @@ def model_server(model_config: Path, log_dir: Path, warmup: bool = True,
         with grpc.insecure_channel(address) as channel:
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"model server exited with code {proc.returncode}:\n{tail(log)}")
+                    raise RuntimeError(f"model server exited with code {proc.returncode}:\n{log_tail(log)}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"model server not serving on {address} after {timeout:.0f}s:\n"
-                                       f"{tail(log)}")
+                                       f"{log_tail(log)}")
                 try:
                     grpc.channel_ready_future(channel).result(timeout=1.0)
                     break
@@ -89,7 +63,7 @@ def model_server(model_config: Path, log_dir: Path, warmup: bool = True,
                     continue
         yield address
     finally:
-        stop(proc)
+        stop_process(proc, STOP_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -167,17 +141,17 @@ def gateway(env: dict[str, str], settings: GatewaySettings, log_dir: Path,
         body = b""
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with code {proc.returncode}:\n{tail(log)}")
+                raise RuntimeError(f"gateway exited with code {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gateway /readyz not 200 after {timeout:.0f}s: {body[:300]!r}\n"
-                                   f"{tail(log)}")
+                                   f"{log_tail(log)}")
             status, body = http_get(port, "/readyz")
             if status == 200:
                 break
             time.sleep(0.2)
         yield Gateway(port=port, process=proc, log=log)
     finally:
-        stop(proc)
+        stop_process(proc, STOP_TIMEOUT_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +230,7 @@ def measure_startup(env: dict[str, str], log_dir: Path, base: GatewaySettings, r
                 elapsed = time.perf_counter() - started
                 if proc.poll() is not None or elapsed > timeout:
                     failures.append(f"no /healthz after {elapsed:.1f}s (exit {proc.poll()}): "
-                                    f"{tail(log, 500)}")
+                                    f"{log_tail(log, 500)}")
                     break
                 status, _ = http_get(port, "/healthz", timeout=1.0)
                 if status == 200:
@@ -267,7 +241,7 @@ def measure_startup(env: dict[str, str], log_dir: Path, base: GatewaySettings, r
                     break
                 time.sleep(poll_s)
         finally:
-            stop(proc)
+            stop_process(proc, STOP_TIMEOUT_S)
     return {
         "command": " ".join(gunicorn_command(0, settings)[1:]).replace("127.0.0.1:0", "127.0.0.1:PORT"),
         "seconds": [round(s, 3) for s in seconds],

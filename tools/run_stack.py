@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tools.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,19 +75,6 @@ def readyz(url: str) -> tuple[int | None, str]:
         return err.code, err.read().decode(errors="replace")
     except (urllib.error.URLError, OSError) as err:
         return None, str(err)
-
-
-def stop(processes: list[subprocess.Popen], timeout: float = 15.0) -> None:
-    for proc in processes:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in processes:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping ...", flush=True)
         return 0
     finally:
-        stop(processes)
+        for proc in reversed(processes):  # the gateway first, then the server it talks to
+            stop_process(proc, timeout=15.0)
 
 
 if __name__ == "__main__":

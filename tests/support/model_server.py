@@ -8,8 +8,6 @@ The server runs in a subprocess so the pytest process never imports TensorFlow.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,27 +19,14 @@ from pathlib import Path
 
 import grpc
 
+from tools.processes import free_port, log_tail, stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 30.0
 
 
 class ModelServerStartError(RuntimeError):
     """The model server exited or did not open its port in time; carries its stderr tail."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "<no output>"
-    return text[-limit:] if text else "<no output>"
 
 
 def _wait_until_serving(proc: subprocess.Popen, address: str, log: Path, timeout: float) -> None:
@@ -51,30 +36,19 @@ def _wait_until_serving(proc: subprocess.Popen, address: str, log: Path, timeout
             if proc.poll() is not None:
                 raise ModelServerStartError(
                     f"model server exited with code {proc.returncode} before serving; "
-                    f"output tail:\n{_tail(log)}"
+                    f"output tail:\n{log_tail(log)}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ModelServerStartError(
                     f"model server did not serve on {address} within {timeout:.0f}s; "
-                    f"output tail:\n{_tail(log)}"
+                    f"output tail:\n{log_tail(log)}"
                 )
             try:
                 grpc.channel_ready_future(channel).result(timeout=min(1.0, remaining))
                 return
             except grpc.FutureTimeoutError:
                 continue
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -111,7 +85,7 @@ def model_server_process(*flags: str, startup_timeout: float = 180.0) -> Iterato
             _wait_until_serving(proc, address, log, startup_timeout)
             yield ServerProcess(address, log, proc)
         finally:
-            _stop(proc)
+            stop_process(proc, STOP_TIMEOUT_S)
 
 
 @contextmanager
