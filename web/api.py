@@ -164,6 +164,17 @@ def _label_map() -> LabelMap | None:
     return parse_label_map(upload.read(), display_name(upload.filename, "label_map.pbtxt"))
 
 
+def _read_predict_request(
+    model: str, many: bool
+) -> tuple[Gateway, PredictOptions, LabelMap | None, list[tuple[str | None, bytes]]]:
+    """What every predict endpoint reads, in the order its mistakes are reported: the model (404),
+    the options (400), the label map (400), then the images."""
+    gateway = _gateway()
+    gateway.check_model(model)
+    options = _options()
+    return gateway, options, _label_map(), _uploads(many)
+
+
 def _server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{stage};dur={value:.2f}" for stage, value in timings.items())
 
@@ -241,11 +252,7 @@ class Predict(Resource):
     @ns.response(504, "model server deadline exceeded", error_model)
     def post(self, model: str) -> Response:
         """Detect (or classify) one uploaded image; boxes are in pixels of the upload, masks COCO RLE."""
-        gateway = _gateway()
-        gateway.check_model(model)
-        options = _options()
-        label_map = _label_map()
-        ((filename, image),) = _uploads(many=False)
+        gateway, options, label_map, ((filename, image),) = _read_predict_request(model, many=False)
         prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
         body = prediction.to_dict()
         if _flag("store"):
@@ -266,14 +273,10 @@ class PredictImage(Resource):
     @ns.response(404, "unknown model or version", error_model)
     def post(self, model: str) -> Response:
         """Like predict, but answers with the picture (JPEG, or PNG with format=png)."""
-        gateway = _gateway()
-        gateway.check_model(model)
-        options = _options()
         fmt = (request.args.get("format") or request.form.get("format") or "jpeg").strip().lower()
         if fmt not in ("jpeg", "jpg", "png"):
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
-        label_map = _label_map()
-        ((filename, image),) = _uploads(many=False)
+        gateway, options, label_map, ((filename, image),) = _read_predict_request(model, many=False)
         prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
         rendered = gateway.render(image, prediction, fmt)
         response = Response(rendered, mimetype="image/png" if fmt == "png" else "image/jpeg")
@@ -294,11 +297,7 @@ class PredictBatch(Resource):
     @ns.response(400, "a bad image (the message names its position and file name)", error_model)
     def post(self, model: str) -> Response:
         """Several `image` parts in one request; answers a list of predictions in the same order."""
-        gateway = _gateway()
-        gateway.check_model(model)
-        options = _options()
-        label_map = _label_map()
-        uploads = _uploads(many=True)
+        gateway, options, label_map, uploads = _read_predict_request(model, many=True)
         predictions = gateway.predict_batch(model, uploads, options=options, label_map=label_map)
         store = _flag("store")
         body = []
