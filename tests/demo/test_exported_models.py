@@ -19,11 +19,6 @@ MODELS_DIR = REPO_ROOT / "tf_server" / "models"
 MODEL_NAMES = ("shapes", "shapes_jpeg")
 MAX_MODEL_BYTES = 20 * 1024 * 1024
 
-pytestmark = pytest.mark.skipif(
-    not all((MODELS_DIR / n / "1" / "saved_model.pb").is_file() for n in MODEL_NAMES),
-    reason="demo models not exported yet: python -m tf_server.demo all")
-
-
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_folder_layout_and_size(name: str) -> None:
     version = MODELS_DIR / name / "1"
