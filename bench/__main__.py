@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import report, stack
+from bench import masks, report, stack
 from bench.clients import DirectClient, GatewayClient, InputSpec, multipart_body, types_pb2
 from bench.images import TestImage, make_images
 from bench.tutorial import TutorialProcess
@@ -226,6 +226,8 @@ def run(args: argparse.Namespace) -> dict:
                         tutorial.close()
                         tutorial = None
                     result["concurrency"] = concurrency_rows(args, direct, specs, gw.port, images[0])
+                    result["masks"] = masks.measure(20 if args.quick else 200)
+                    log(f"masks: {result['masks']}")
                     keys = sorted({k for r in result["latency"] for k in r.get("server_stage_keys", [])
                                    if r["workload"] == "gateway_json"})
                     result["stages"] = {"json_keys": keys, "histograms": stage_histograms(gw.port)}

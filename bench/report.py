@@ -26,6 +26,8 @@ THROUGHPUT_RATIO_TARGET = 0.90
 THROUGHPUT_TARGET_CONCURRENCY = 16
 WORKER_RSS_TARGET_MB = 120.0
 STARTUP_TARGET_S = 1.5
+# "A small fraction of the model's time": masks for 20 instances within 10 % of a direct Predict.
+MASK_COST_TARGET_FRACTION = 0.10
 STAGES = ("decode", "predict", "postprocess", "render")
 JSON_STAGES = ("decode", "predict", "postprocess")
 
@@ -134,6 +136,15 @@ def targets(result: dict) -> list[dict]:
     checks.append(_check("gateway start-up: Popen to first /healthz 200 (median)", f"<= {STARTUP_TARGET_S} s",
                          None if startup is None else f"{startup:.2f} s",
                          None if startup is None else startup <= STARTUP_TARGET_S))
+    masks = result.get("masks")
+    direct = _find(latency, workload="direct", model="shapes", size=P50_TARGET_SIZE)
+    if masks and direct and direct.get("p50_ms"):
+        fraction = masks["p50_ms"] / direct["p50_ms"]
+        checks.append(_check(
+            f"masks: reframe + RLE + JSON of {masks['instances']} instances at {masks['image']}",
+            f"<= {MASK_COST_TARGET_FRACTION:.0%} of the model's p50",
+            f"{masks['p50_ms']:.2f} ms = {fraction:.1%} of {direct['p50_ms']:.1f} ms",
+            fraction <= MASK_COST_TARGET_FRACTION))
     stages = result.get("stages", {})
     in_json = stages.get("json_keys")
     if in_json is not None:  # /predict draws nothing, so `render` belongs to /predict_image only
@@ -229,6 +240,11 @@ def _extra_lines(result: dict) -> list[str]:
         lines.append("Gateway workers after the workload: " + "; ".join(
             f"pid {w['pid']} RSS {w['rss_mb']:.0f} MB (peak {w['peak_rss_mb']:.0f} MB), TensorFlow "
             f"{'LOADED' if w['tensorflow_loaded'] else 'not loaded'}" for w in workers))
+    masks = result.get("masks")
+    if masks:
+        lines.append(f"Masks ({masks['instances']} instances, {masks['image']}, gateway's own functions, "
+                     f"median of {masks['iterations']}): reframe + RLE + JSON {masks['p50_ms']:.2f} ms "
+                     f"(p95 {masks['p95_ms']:.2f} ms), {masks['json_bytes'] / 1e3:.1f} kB of JSON.")
     startup = result.get("startup", {})
     if startup.get("seconds"):
         runs = ", ".join(f"{x:.2f}" for x in startup["seconds"])
