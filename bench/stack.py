@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
+from tools.local_model_server import model_server_process
 from tools.processes import free_port, log_tail, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,35 +34,11 @@ def base_env() -> dict[str, str]:
 
 
 @contextmanager
-def model_server(model_config: Path, log_dir: Path, warmup: bool = True,
-                 timeout: float = 300.0) -> Iterator[str]:
-    """Run ``python -m tf_server`` on a free port; yield its address once it serves (models loaded)."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    log = log_dir / "model_server.log"
-    command = [sys.executable, "-m", "tf_server", f"--port={port}", f"--model_config_file={model_config}"]
-    if warmup:
-        command.append("--enable_model_warmup=true")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=base_env(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(address) as channel:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"model server exited with code {proc.returncode}:\n{log_tail(log)}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"model server not serving on {address} after {timeout:.0f}s:\n"
-                                       f"{log_tail(log)}")
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=1.0)
-                    break
-                except grpc.FutureTimeoutError:
-                    continue
-        yield address
-    finally:
-        stop_process(proc, STOP_TIMEOUT_S)
+def model_server(model_config: Path, log_dir: Path, timeout: float = 300.0) -> Iterator[str]:
+    """``python -m tf_server`` with warmup on a free port; yields its address once the models serve."""
+    flags = (f"--model_config_file={model_config}", "--enable_model_warmup=true")
+    with model_server_process(*flags, startup_timeout=timeout, log_dir=log_dir) as server:
+        yield server.address
 
 
 @dataclass(frozen=True)
