@@ -34,10 +34,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.views import bp as views_bp
 
     settings = Settings.load(overrides=config)
-    app = Flask(
-        __name__,
-        template_folder=str(REPO_ROOT / "templates"),
-    )
+    # The HTML blueprint serves web/static at /assets; no second copy at Flask's default /static.
+    app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False
     app.extensions["gateway"] = Gateway(settings, store=ResultStore.from_settings(settings))
