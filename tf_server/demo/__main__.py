@@ -10,6 +10,7 @@ all       the four steps in order
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -74,6 +75,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = evaluate_models(args.models_dir, annotations, log=log)
     report["size_checks"] = size_check(args.models_dir, log=log)
     report["command"] = "python -m tf_server.demo " + shlex.join(sys.argv[1:])
+    train_info = args.work_dir / "checkpoint" / "train_info.json"
+    if train_info.exists():
+        report["training"] = json.loads(train_info.read_text())
     save_report(report, args.work_dir / "evaluation.json")
     log(f"evaluate: wrote {args.work_dir / 'evaluation.json'}")
     for name, scores in report["models"].items():

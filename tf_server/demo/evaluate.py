@@ -156,19 +156,18 @@ def size_check(models_dir: Path, log=print) -> list[dict]:
             millis = 1000 * (time.monotonic() - start)
             found = to_coco_results(outputs, 0, 1, height, width)
             confident = [r for r in found if r["score"] >= 0.5]
-            truth = sorted(s.label for s in shapes)
             labels = sorted(CLASSES[r["category_id"] - 1] for r in confident)
-            ious = []
+            per_shape = []
             for shape in shapes:
                 gt = mask_utils.encode(np.asfortranarray(shape.mask.astype(np.uint8)))
                 best = 0.0
                 for r in confident:
                     if r["category_id"] == shape.class_id:
                         best = max(best, float(mask_utils.iou([r["segmentation"]], [gt], [0])[0][0]))
-                ious.append(round(best, 3))
+                per_shape.append({"label": shape.label, "best_mask_iou": round(best, 3)})
             check = {"model": name, "size": f"{width}x{height}", "ms": round(millis, 1),
                      "input": "jpeg" if name == JPEG_MODEL else "uint8 tensor",
-                     "truth": truth, "found": labels, "mask_iou_per_shape": ious}
+                     "found_score_over_0.5": labels, "truth": per_shape}
             log(f"check: {check}")
             checks.append(check)
     return checks

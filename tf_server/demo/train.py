@@ -6,6 +6,8 @@ stock ops; a few lines of Adam avoid mixing Keras 3 optimizer state into that mo
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -145,9 +147,14 @@ def train(data: TrainingSet, config: TrainConfig, checkpoint_dir: Path, log=prin
             log(f"train: step {step + 1}/{config.steps} loss {running[0]:.3f} (heatmap {running[1]:.3f} "
                 f"size {running[2]:.2f} offset {running[3]:.3f} seg {running[4]:.4f}) "
                 f"lr {learning_rate(step, config):.2e} {elapsed:.0f}s elapsed, ETA {eta:.0f}s")
+    seconds = time.monotonic() - start
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     tf.train.Checkpoint(net=net).write(str(checkpoint_dir / "net"))
-    log(f"train: done in {time.monotonic() - start:.0f}s, checkpoint {checkpoint_dir / 'net'}")
+    info = {"seconds": round(seconds, 1), "pictures": len(data), "config": dataclasses.asdict(config),
+            "final_losses": dict(zip(("total", "heatmap", "size", "offset", "seg"),
+                                     [round(float(v), 4) for v in running], strict=True))}
+    (checkpoint_dir / "train_info.json").write_text(json.dumps(info, indent=2))
+    log(f"train: done in {seconds:.0f}s, checkpoint {checkpoint_dir / 'net'}")
     return net
 
 
