@@ -1,7 +1,7 @@
 """What masks cost the gateway: 20 instances on a 640x480 picture, reframed, RLE-encoded, as JSON.
 
 This is the work tutorials do with nested lists of floats. Here it runs the gateway's own pure
-functions (`web.postprocess` -> `Prediction.to_dict` -> `json.dumps`) on detector outputs shaped
+functions (the TF OD API adapter's decode -> `Prediction.to_dict` -> `json.dumps`) on outputs shaped
 like the demo models' (100 slots, 33x33 box-relative mask probabilities, 20 of them real), so
 the figure is the gateway's cost alone, to set against the model's own time from the same run.
 """
@@ -14,9 +14,14 @@ import time
 
 import numpy as np
 
+from web.adapters import ModelReading, read_model
+from web.adapters.frames import Frame
 from web.domain import Prediction
 from web.label_maps import LabelMap
-from web.postprocess import Geometry, detections_from_outputs
+from web.model_settings import ModelSettings
+from web.options import PredictOptions
+from web.protos.tensorflow.core.framework import types_pb2
+from web.signatures import ModelSignature, TensorSpec, find_image_input
 
 WIDTH, HEIGHT = 640, 480
 INSTANCES = 20
@@ -44,16 +49,33 @@ def demo_like_outputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "num_detections": np.array([float(INSTANCES)], np.float32), "detection_masks": masks}
 
 
+def demo_like_reading() -> ModelReading:
+    """How the gateway reads the demo models' signature (TF OD API, masks)."""
+    f32 = types_pb2.DT_FLOAT
+    outputs = {
+        "detection_boxes": TensorSpec("detection_boxes", f32, (1, SLOTS, 4)),
+        "detection_scores": TensorSpec("detection_scores", f32, (1, SLOTS)),
+        "detection_classes": TensorSpec("detection_classes", f32, (1, SLOTS)),
+        "num_detections": TensorSpec("num_detections", f32, (1,)),
+        "detection_masks": TensorSpec("detection_masks", f32, (1, SLOTS, MASK_SIDE, MASK_SIDE)),
+    }
+    inputs = {"input_tensor": TensorSpec("input_tensor", types_pb2.DT_UINT8, (1, -1, -1, 3))}
+    image_input, _ = find_image_input(inputs, ("input_tensor",))
+    signature = ModelSignature("bench", 1, "serving_default", inputs, outputs, ("input_tensor",), image_input)
+    return read_model(signature, ModelSettings(), "gateway.toml")
+
+
 def measure(iterations: int = 200) -> dict:
     """Median and p95 milliseconds of post-processing + RLE + JSON for INSTANCES masks."""
     outputs = demo_like_outputs(np.random.default_rng(0))
     labels = LabelMap({1: "circle", 2: "square", 3: "triangle"})
-    geometry = Geometry(WIDTH, HEIGHT, WIDTH, HEIGHT)
+    reading = demo_like_reading()
+    frame = Frame.identity(WIDTH, HEIGHT)
+    options = PredictOptions(min_score=0.5, max_detections=100)
     samples, size = [], 0
     for _ in range(iterations + 5):
         start = time.perf_counter()
-        detections = detections_from_outputs(outputs, 0, geometry, min_score=0.5, max_detections=100,
-                                              label_map=labels)
+        detections = reading.adapter.decode(reading, outputs, 0, frame, options, labels)
         prediction = Prediction("bench", 1, WIDTH, HEIGHT, detections, None, {})
         body = json.dumps(prediction.to_dict())
         samples.append((time.perf_counter() - start) * 1000)

@@ -47,6 +47,13 @@ def _upload_parser(batch: bool = False) -> reqparse.RequestParser:
     )
     parser.add_argument("min_score", type=float, location="args", default=0.5, help="score threshold, 0..1")
     parser.add_argument("max_detections", type=int, location="args", default=100, help="1..1000")
+    parser.add_argument(
+        "iou_threshold",
+        type=float,
+        location="args",
+        help="overlap above which NMS drops a box, for models whose NMS the gateway runs (YOLO raw); "
+        "default: the model's gateway.toml, else 0.7",
+    )
     parser.add_argument("version", type=int, location="args", help="model version (default: latest)")
     parser.add_argument("version_label", type=str, location="args", help="model version label, e.g. stable")
     parser.add_argument(
@@ -197,12 +204,7 @@ def _store(
         "jpg",
         prediction.to_dict(),
         source_name=display_name(filename, "") or None,
-        options={
-            "min_score": options.min_score,
-            "max_detections": options.max_detections,
-            "version": options.version,
-            "version_label": options.version_label,
-        },
+        options=options.to_dict(),
     )
     return f"/results/{result_id}"
 

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from web import images, metrics
+from web.adapters import ModelReading
+from web.adapters.frames import Frame
+from web.adapters.inputs import encoded_input, plan_input, tensor_input
 from web.domain import Prediction
 from web.errors import (
     BadRequest,
@@ -27,32 +30,19 @@ from web.errors import (
     UnsupportedModel,
 )
 from web.label_maps import LabelMap
-from web.model_registry import (
-    DETECTION_OUTPUTS,
-    ImageInput,
-    InputKind,
-    ModelRegistry,
-    ModelSignature,
-    VersionState,
-)
+from web.model_registry import ModelRegistry, VersionState
 from web.options import PredictOptions
-from web.postprocess import Geometry, classifications_from_outputs, detections_from_outputs
-from web.protos.tensorflow.core.framework import types_pb2
 from web.protos.tensorflow_serving.apis import predict_pb2
 from web.render import render_prediction
 from web.serving_client import ServingClient
 from web.settings import Settings
+from web.signatures import InputKind
 from web.tensors import TensorConversionError, ndarray_to_proto, proto_to_ndarray, strings_to_proto
 
 logger = logging.getLogger(__name__)
 MAX_BATCH_IMAGES = 64
 READINESS_TIMEOUT_S = 2.0
 RENDER_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
-_FLOAT_DTYPES = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_HALF: np.float16,
-}
 
 
 @dataclass
@@ -79,7 +69,7 @@ class _Prepared:
 
     name: str
     info: images.ImageInfo
-    geometry: Geometry
+    frame: Frame
     value: bytes | np.ndarray
     decode_ms: float
 
@@ -139,20 +129,20 @@ class Gateway:
         kind = "unknown"
         if any(v.state == "AVAILABLE" for v in versions):
             try:
-                signature = self.registry.signature(name, version=version)
-                kind = "unknown" if signature.problem else signature.kind
+                kind = self.registry.reading(name, version=version).kind
             except (ModelNotFound, ModelServerError):  # a model the gateway cannot read is listed anyway
                 kind = "unknown"
         path = self.registry.label_map_path(name)
         return ModelSummary(name, versions, kind, path.name if path else None)
 
     def describe(self, name: str, version: int | None = None) -> dict[str, Any]:
-        """A model's versions, label source and the signature the gateway uses (for GET /models/<m>)."""
+        """A model's versions, label source, signature, and how the gateway reads it (for GET /models/<m>):
+        the family, the preprocessing, the gateway.toml settings, or the problem that stops it."""
         self.registry.entry(name)
         summary = self._summary(name)
         out = summary.to_dict()
-        signature = self.registry.signature(name, version=version)
-        image_input = signature.image_input
+        reading = self.registry.reading(name, version=version)
+        signature = reading.signature
         out.update(
             {
                 "version": signature.version,
@@ -161,18 +151,19 @@ class Gateway:
                     "inputs": {k: v.to_dict() for k, v in signature.inputs.items()},
                     "outputs": {k: v.to_dict() for k, v in signature.outputs.items()},
                 },
-                "kind": signature.kind,
-                "input": None
-                if image_input is None
-                else {
-                    "name": image_input.key,
-                    "kind": str(image_input.kind),
-                    "fixed_size": None
-                    if not image_input.fixed_size
-                    else {"width": image_input.width, "height": image_input.height},
+                "kind": reading.kind,
+                "family": reading.family,
+                "convention": reading.family,  # the name this field had before families had adapters
+                "input": None if reading.image_input is None else reading.image_input.to_dict(),
+                "preprocessing": None if reading.preprocessing is None else reading.preprocessing.to_dict(),
+                "class_offset": reading.class_offset if reading.adapter else None,
+                "settings": {
+                    "file": reading.settings_path,
+                    "found": reading.settings.source is not None,
+                    "values": reading.settings.given(),
                 },
-                "convention": None if signature.convention is None else str(signature.convention),
-                "problem": signature.problem,
+                "candidates": list(reading.candidates),
+                "problem": reading.problem,
             }
         )
         return out
@@ -236,56 +227,54 @@ class Gateway:
             name = f"image #{index + 1} ({name})" if many else name
             info = images.inspect_image(data, max_pixels=self.settings.max_image_pixels, name=name)
             checked.append((data, info, _ms(start)))
-        signature = self.registry.signature(
-            model, version=options.version, version_label=options.version_label
-        )
-        if signature.problem or signature.image_input is None:
-            raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {signature.problem}")
+        reading = self.registry.reading(model, version=options.version, version_label=options.version_label)
+        if reading.problem or reading.adapter is None:
+            raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {reading.problem}")
         labels = label_map if label_map is not None else self.registry.stored_label_map(model)
-        spec = signature.image_input
         predictions: list[Prediction] = []
         # Decode group by group, so a batch of big photos for a [1, H, W, 3] model never holds more
         # than one decoded image at a time.
-        for group in self._groups(spec, checked):
-            prepared = [self._prepare(spec, data, info, ms) for data, info, ms in group]
-            predictions.extend(self._run(model, signature, prepared, options, labels))
+        for group in self._groups(reading, checked):
+            prepared = [self._prepare(reading, data, info, ms) for data, info, ms in group]
+            predictions.extend(self._run(model, reading, prepared, options, labels))
         return predictions
 
-    def _input_size(self, spec: ImageInput, info: images.ImageInfo) -> tuple[int, int]:
-        """(width, height) of the tensor sent for a tensor input: fixed, or downsized to MAX_INPUT_SIDE."""
-        return spec.fixed_size or images.target_size(info.width, info.height, self.settings.max_input_side)
+    def _frame(self, reading: ModelReading, info: images.ImageInfo) -> Frame:
+        return plan_input(info, reading.image_input, reading.preprocessing, self.settings.max_input_side)
 
-    def _prepare(self, spec: ImageInput, data: bytes, info: images.ImageInfo, inspect_ms: float) -> _Prepared:
-        """Encoded-string inputs get the upload as it is; tensor inputs one decode (downsized if big)."""
+    def _prepare(
+        self, reading: ModelReading, data: bytes, info: images.ImageInfo, inspect_ms: float
+    ) -> _Prepared:
+        """Encoded-string inputs get the upload (upright); tensor inputs one decode, as the adapter says."""
         start = time.perf_counter()
-        if spec.kind == InputKind.ENCODED:
-            geometry = Geometry(info.width, info.height, info.width, info.height)
-            value: bytes | np.ndarray = images.to_model_bytes(data, info)
+        frame = self._frame(reading, info)
+        if reading.image_input.kind == InputKind.ENCODED:
+            value: bytes | np.ndarray = encoded_input(data, info)
         else:
-            value = images.decode_rgb(data, info, size=self._input_size(spec, info))
-            if spec.kind == InputKind.FLOAT:
-                value = value.astype(_FLOAT_DTYPES.get(spec.dtype, np.float32))
-            geometry = Geometry(info.width, info.height, value.shape[1], value.shape[0])
-        return _Prepared(info.name, info, geometry, value, inspect_ms + _ms(start))
+            value = tensor_input(data, info, frame, reading.image_input, reading.preprocessing)
+        return _Prepared(info.name, info, frame, value, inspect_ms + _ms(start))
 
-    def _groups(self, spec: ImageInput, checked: list[_Checked]) -> list[list[_Checked]]:
+    def _groups(self, reading: ModelReading, checked: list[_Checked]) -> list[list[_Checked]]:
         """Which images share one PredictRequest: all of them when the batch dimension is free (and,
-        for tensors, they have the same size)."""
+        for tensors, they become inputs of the same size)."""
+        spec = reading.image_input
         if spec.batch != -1 or len(checked) == 1:
             return [[item] for item in checked]
         if spec.kind == InputKind.ENCODED:
             return [checked]
-        sizes = {self._input_size(spec, info) for _, info, _ in checked}
+        sizes = {
+            (f.input_width, f.input_height) for f in (self._frame(reading, info) for _, info, _ in checked)
+        }
         return [checked] if len(sizes) == 1 else [[item] for item in checked]
 
-    def _request(self, signature: ModelSignature, group: list[_Prepared]) -> predict_pb2.PredictRequest:
-        spec = signature.image_input
+    def _request(self, reading: ModelReading, group: list[_Prepared]) -> predict_pb2.PredictRequest:
+        spec = reading.image_input
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = signature.model
-        request.model_spec.signature_name = signature.name
-        if signature.version:
-            request.model_spec.version.value = signature.version
-        request.output_filter.extend(signature.output_filter())
+        request.model_spec.name = reading.model
+        request.model_spec.signature_name = reading.signature.name
+        if reading.version:
+            request.model_spec.version.value = reading.version
+        request.output_filter.extend(reading.output_filter())
         try:
             if spec.kind == InputKind.ENCODED:
                 values = [item.value for item in group]
@@ -298,51 +287,58 @@ class Gateway:
             else:
                 tensor = ndarray_to_proto(np.stack([item.value for item in group]))
         except TensorConversionError as exc:
-            raise UnsupportedModel(f"cannot build the input for model '{signature.model}': {exc}") from None
+            raise UnsupportedModel(f"cannot build the input for model '{reading.model}': {exc}") from None
         request.inputs[spec.key].CopyFrom(tensor)
         return request
 
     def _run(
         self,
         model: str,
-        signature: ModelSignature,
+        reading: ModelReading,
         group: list[_Prepared],
         options: PredictOptions,
         labels: LabelMap,
     ) -> list[Prediction]:
         start = time.perf_counter()
         try:
-            response = self.client.predict(self._request(signature, group))
+            response = self.client.predict(self._request(reading, group))
         except ModelNotFound:
             if options.version is not None or options.version_label is not None:
                 raise self.registry.version_not_found(model, options.version, options.version_label) from None
             # The version we resolved as "latest" a moment ago was unloaded (a newer one replaced it):
-            # resolve again and retry once if the new version takes the same input.
+            # resolve again and retry once if the new version is read the same way.
             self.registry.forget_resolved(model)
-            newer = self.registry.signature(model)
-            if newer.version == signature.version or not newer.same_input_as(signature):
+            newer = self.registry.reading(model)
+            if newer.version == reading.version or not newer.same_input_as(reading) or newer.problem:
                 raise ModelServerUnavailable(
                     f"model '{model}' is switching versions on the model server; try again"
                 ) from None
             logger.info(
                 "model %s: version %d was unloaded, retrying on version %d",
                 model,
-                signature.version,
+                reading.version,
                 newer.version,
             )
-            signature = newer
-            response = self.client.predict(self._request(signature, group))
+            reading = newer
+            response = self.client.predict(self._request(reading, group))
         predict_ms = _ms(start)
         try:
             outputs = {key: proto_to_ndarray(proto) for key, proto in response.outputs.items()}
         except TensorConversionError as exc:
             raise ModelServerError(f"model '{model}' answered with an unreadable tensor: {exc}") from None
-        version = int(response.model_spec.version.value) or signature.version
+        version = int(response.model_spec.version.value) or reading.version
         results = []
         for index, item in enumerate(group):
             start = time.perf_counter()
-            prediction = Prediction(model, version, item.geometry.width, item.geometry.height)
-            self._postprocess(signature, outputs, index, item, options, labels, prediction)
+            prediction = Prediction(model, version, item.frame.width, item.frame.height)
+            found = self._decode(reading, outputs, index, item, options, labels)
+            if reading.kind == "classification":
+                prediction.classes = found
+            else:
+                prediction.detections = found
+                for detection in found:  # encode RLE now: it belongs to the postprocess time
+                    if detection.mask is not None:
+                        detection.mask.rle()
             post_ms = _ms(start)
             prediction.timings_ms = {
                 "decode": item.decode_ms,
@@ -354,47 +350,22 @@ class Gateway:
         return results
 
     @staticmethod
-    def _postprocess(
-        signature: ModelSignature,
+    def _decode(
+        reading: ModelReading,
         outputs: dict[str, np.ndarray],
         index: int,
         item: _Prepared,
         options: PredictOptions,
         labels: LabelMap,
-        prediction: Prediction,
-    ) -> None:
-        if signature.kind == "classification":
-            scores = outputs.get(signature.score_output)
-            if scores is None:
-                raise ModelServerError(f"model '{signature.model}' did not return '{signature.score_output}'")
-            scores = scores.reshape(1, -1) if scores.ndim == 1 else scores
-            classes = outputs.get(signature.classes_output) if signature.classes_output else None
-            if classes is not None and classes.ndim == 1:
-                classes = classes.reshape(1, -1)
-            prediction.classes = classifications_from_outputs(
-                scores[index],
-                None if classes is None else classes[index],
-                min_score=options.min_score,
-                top_k=options.max_detections,
-                label_map=labels,
-            )
-            return
-        missing = [key for key in DETECTION_OUTPUTS if key not in outputs]
-        if missing:
-            raise ModelServerError(f"model '{signature.model}' did not return {', '.join(missing)}")
-        if outputs["detection_boxes"].ndim == 2:  # a signature without a batch dimension
-            outputs = {k: np.asarray(v)[np.newaxis] for k, v in outputs.items()}
-        prediction.detections = detections_from_outputs(
-            outputs,
-            index,
-            item.geometry,
-            min_score=options.min_score,
-            max_detections=options.max_detections,
-            label_map=labels,
-        )
-        for detection in prediction.detections:  # encode RLE now: it belongs to the postprocess time
-            if detection.mask is not None:
-                detection.mask.rle()
+    ) -> list:
+        try:
+            return reading.adapter.decode(reading, outputs, index, item.frame, options, labels)
+        except (IndexError, ValueError) as exc:  # outputs not shaped as the signature promised
+            logger.warning("model %s: cannot decode its answer: %r", reading.model, exc)
+            raise ModelServerError(
+                f"model '{reading.model}' answered with tensors the {reading.family} adapter cannot read "
+                f"({exc}); check GET /api/v1/models/{reading.model}"
+            ) from None
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, image: bytes, prediction: Prediction, fmt: str = "jpeg") -> bytes:

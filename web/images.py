@@ -5,6 +5,10 @@ height from the header via Pillow's lazy ``Image.open`` (no pixel data is decode
 (decompression bombs), and a truncation check. Tensor-input models get ONE decode straight into
 a contiguous uint8 array, downsized while decoding where JPEG allows (``draft``); encoded-string
 models get the uploaded bytes as they are.
+
+EXIF orientation (phone photos stored sideways) is read from the header and applied first: sizes,
+decoded pictures and the bytes sent to encoded-string models are all in the displayed (upright)
+frame, as browsers show the picture.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from web.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -41,16 +45,33 @@ SUPPORTED = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
 # Formats every TF image-decoding model graph reads (decode_image/decode_jpeg/decode_png); others are
 # converted to PNG before being sent to encoded-string models.
 MODEL_NATIVE_FORMATS = frozenset({"JPEG", "PNG"})
+# EXIF orientation -> the transpose that makes the stored pixels upright (5-8 swap width and height).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the header says about an upload: format (Pillow's name), size, and the name for messages."""
+    """What the header says about an upload: format (Pillow's name), displayed size (EXIF orientation
+    applied), the EXIF orientation (1 = stored upright), and the name for messages."""
 
     format: str
     width: int
     height: int
     name: str = "image"
+    orientation: int = 1
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(width, height) of the pixels as stored in the file (before the orientation is applied)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
     @property
     def extension(self) -> str:
@@ -83,6 +104,7 @@ def inspect_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as img:
                 width, height = img.size
+                orientation = _orientation(img)
     except Image.DecompressionBombError:
         raise PayloadTooLarge(
             f"{name} has more pixels than allowed (MAX_IMAGE_PIXELS={max_pixels}): upload a smaller image"
@@ -98,9 +120,22 @@ def inspect_image(data: bytes, *, max_pixels: int, name: str = "image") -> Image
             f"{name} is {width}x{height} = {width * height} pixels, more than MAX_IMAGE_PIXELS={max_pixels}: "
             "upload a smaller image"
         )
-    info = ImageInfo(fmt, width, height, name)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    info = ImageInfo(fmt, width, height, name, orientation)
     ensure_complete(data, info)
     return info
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1-8), 1 when absent or unreadable; never decodes pixels."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # asking a PNG for EXIF found after its pixel data would decode the whole file
+    try:
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError):
+        return 1
+    return value if isinstance(value, int) and value in UPRIGHT else 1
 
 
 def ensure_complete(data: bytes, info: ImageInfo) -> None:
@@ -121,32 +156,28 @@ def _corrupt(info: ImageInfo, exc: BaseException) -> str:
     return f"{info.name} is truncated or corrupt ({exc}): upload the complete {info.format} file"
 
 
-def target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """(width, height) scaled down so the longer side is at most `max_side` (never scaled up)."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def decode_image(data: bytes, info: ImageInfo, *, size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode once into an RGB picture of `size` (width, height; default: as uploaded).
+    """Decode once into an upright RGB picture of `size` (width, height; default: as displayed).
 
     For JPEG, `draft` lets the decoder scale by 1/2, 1/4 or 1/8 while decoding, so big photos
-    bound for a small input cost a fraction of a full decode.
+    bound for a small input cost a fraction of a full decode. The EXIF orientation is applied
+    after resizing, on the smaller picture.
     """
+    upright = UPRIGHT.get(info.orientation)
+    swapped = info.orientation in (5, 6, 7, 8)
+    stored = (size[1], size[0]) if size and swapped else size
     try:
         # No `with`: closing the image would free the pixels we return (the source is in memory).
         img = Image.open(io.BytesIO(data), formats=[info.format])
-        if size and img.format == "JPEG" and size != img.size:
-            img.draft("RGB", size)
+        if stored and img.format == "JPEG" and stored != img.size:
+            img.draft("RGB", stored)
         img.load()
         rgb = img if img.mode == "RGB" else img.convert("RGB")
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise BadRequest(_corrupt(info, exc)) from None
-    if size and rgb.size != size:
-        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return rgb
+    if stored and rgb.size != stored:
+        rgb = rgb.resize(stored, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return rgb.transpose(upright) if upright is not None else rgb
 
 
 def decode_rgb(data: bytes, info: ImageInfo, *, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -155,17 +186,22 @@ def decode_rgb(data: bytes, info: ImageInfo, *, size: tuple[int, int] | None = N
 
 
 def to_model_bytes(data: bytes, info: ImageInfo) -> bytes:
-    """The bytes to send to an encoded-string model: the upload itself for JPEG/PNG, else a PNG of it."""
-    if info.format in MODEL_NATIVE_FORMATS:
+    """The bytes to send to an encoded-string model: the upload itself for an upright JPEG/PNG.
+
+    Model graphs decode pixels as stored (TensorFlow ignores EXIF), so a rotated photo is decoded,
+    turned upright and re-encoded (JPEG quality 95 for JPEGs, else PNG); other formats become PNG.
+    """
+    if info.format in MODEL_NATIVE_FORMATS and info.orientation == 1:
         return data
-    return encode_image(Image.fromarray(decode_rgb(data, info)), "png")
+    fmt = "jpeg" if info.format == "JPEG" else "png"
+    return encode_image(decode_image(data, info), fmt, quality=95)
 
 
-def encode_image(img: Image.Image, fmt: str) -> bytes:
-    """JPEG (quality 90) or PNG bytes of a picture."""
+def encode_image(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    """JPEG (`quality`) or PNG bytes of a picture."""
     buf = io.BytesIO()
     if fmt == "png":
         img.save(buf, format="PNG", compress_level=3)
     else:
-        img.convert("RGB").save(buf, format="JPEG", quality=90)
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

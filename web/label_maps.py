@@ -27,19 +27,18 @@ _PBTXT_START = re.compile(rb"^\s*(#[^\n]*\n\s*)*item\s*\{", re.DOTALL)
 
 @dataclass(frozen=True)
 class LabelMap:
-    """Class ids to display names; `source` says where it came from (a file name)."""
+    """Label map ids to display names; `source` says where it came from (a file name).
+
+    Ids start at 1 in both formats (a labels.txt's line n is id n). Models whose classes start at 0
+    (YOLO, KerasHub, classifiers) are looked up at class + 1: their adapter's `class_offset`.
+    """
 
     names: dict[int, str] = field(default_factory=dict)
     source: str = ""
-    from_lines: bool = False  # a labels.txt: line i (0-based) is id i + 1
 
     def name_for(self, class_id: int) -> str:
-        """The name for a detection class id, or `class <id>` when the map does not have it."""
+        """The name for a label map id, or `class <id>` when the map does not have it."""
         return self.names.get(class_id, f"class {class_id}")
-
-    def name_for_index(self, index: int) -> str:
-        """The name for a classifier's score index: a labels.txt's line `index`, a pbtxt's id `index`."""
-        return self.name_for(index + 1 if self.from_lines else index)
 
     def to_dict(self) -> dict[str, str]:
         return {str(k): v for k, v in sorted(self.names.items())}
@@ -112,4 +111,4 @@ def _parse_lines(text: str, name: str) -> LabelMap:
                 f"label map {name}: line {number} is blank; a labels.txt has one class name per line "
                 "(line 1 is class id 1)"
             )
-    return LabelMap(names={i: label for i, label in enumerate(lines, start=1)}, source=name, from_lines=True)
+    return LabelMap(names={i: label for i, label in enumerate(lines, start=1)}, source=name)

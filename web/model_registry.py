@@ -1,15 +1,15 @@
-"""What models there are and how to talk to each: models.config, GetModelStatus, GetModelMetadata.
+"""What models there are and how to read each: models.config, GetModelStatus, GetModelMetadata.
 
 The model list comes from the same ``models.config`` (a ``ModelServerConfig`` text proto) the model
 server reads, re-read when the file changes. Each model's signature is discovered with
 ``GetModelMetadata`` and cached per version (a version's SavedModel never changes); which version
-is "latest" (or behind a version label) is re-resolved every few seconds. The input kind and the
-output convention are derived from the signature alone: nothing is hard-coded per model.
+is "latest" (or behind a version label) is re-resolved every few seconds. Which model family wrote
+a signature, and so how to feed and read it, is decided once per version by the adapters
+(``web/adapters``), with the model's ``gateway.toml`` (if any) taken into account.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from dataclasses import dataclass
@@ -17,37 +17,23 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from web.adapters import ModelReading, read_model
 from web.errors import (
     BadRequest,
     ConfigurationError,
     GatewayError,
     LabelMapError,
     ModelNotFound,
-    ModelServerError,
 )
 from web.label_maps import LabelMap, load_label_map
-from web.postprocess import Convention
-from web.protos.tensorflow.core.framework import types_pb2
-from web.protos.tensorflow.core.protobuf import meta_graph_pb2
-from web.protos.tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from web.model_settings import SETTINGS_FILE, ModelSettings, ModelSettingsError, load_model_settings
+from web.protos.tensorflow_serving.apis import get_model_status_pb2
 from web.protos.tensorflow_serving.config import model_server_config_pb2
 from web.serving_client import ServingClient
-from web.tensors import dtype_name, shape_of
+from web.signatures import ModelSignature, parse_signature
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
 LABEL_FILES = ("label_map.pbtxt", "labels.txt")
 RESOLVE_TTL_S = 5.0
-DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes")
-OPTIONAL_DETECTION_OUTPUTS = ("num_detections", "detection_masks", "image_info")
-SCORE_OUTPUT_NAMES = ("probabilities", "probs", "scores", "predictions", "logits", "output_0")
-FLOAT_DTYPES = (types_pb2.DT_FLOAT, types_pb2.DT_HALF, types_pb2.DT_DOUBLE)
-
-
-class InputKind(enum.StrEnum):
-    ENCODED = "encoded_image_string"
-    UINT8 = "uint8_image"
-    FLOAT = "float_image"
 
 
 @dataclass(frozen=True)
@@ -62,64 +48,6 @@ class ModelEntry:
 class VersionState:
     version: int
     state: str
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a signature: its key, dtype enum and shape (-1 unknown, None unknown rank)."""
-
-    key: str
-    dtype: int
-    shape: tuple[int, ...] | None
-
-    def to_dict(self) -> dict:
-        return {"dtype": dtype_name(self.dtype), "shape": None if self.shape is None else list(self.shape)}
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """How to feed an image: which input, what kind, the batch dimension and any fixed size."""
-
-    key: str
-    kind: InputKind
-    dtype: int
-    batch: int | None  # None: no batch dimension; -1: any; n: exactly n
-    height: int | None  # fixed input height, or None when the model takes any size
-    width: int | None
-
-    @property
-    def fixed_size(self) -> tuple[int, int] | None:
-        return (self.width, self.height) if self.width and self.height else None
-
-
-@dataclass(frozen=True)
-class ModelSignature:
-    """A model version's serving signature and what the gateway makes of it."""
-
-    model: str
-    version: int
-    name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
-    image_input: ImageInput | None
-    kind: str  # detection | segmentation | classification | unknown
-    convention: Convention | None
-    score_output: str | None = None
-    classes_output: str | None = None
-    problem: str | None = None  # why the gateway cannot use this signature, if it cannot
-
-    def output_filter(self) -> list[str]:
-        """The outputs the gateway reads (so the server skips e.g. raw_detection_scores)."""
-        if self.kind in ("detection", "segmentation"):
-            wanted = DETECTION_OUTPUTS + OPTIONAL_DETECTION_OUTPUTS
-        elif self.kind == "classification":
-            wanted = (self.score_output, self.classes_output)
-        else:
-            return []
-        return [key for key in wanted if key and key in self.outputs]
-
-    def same_input_as(self, other: ModelSignature) -> bool:
-        return self.name == other.name and self.image_input == other.image_input
 
 
 def read_model_config(path: Path) -> list[ModelEntry]:
@@ -147,101 +75,6 @@ def read_model_config(path: Path) -> list[ModelEntry]:
     return entries
 
 
-def parse_signature(
-    model: str, version: int, metadata: get_model_metadata_pb2.GetModelMetadataResponse
-) -> ModelSignature:
-    """Pick the serving signature from GetModelMetadata and classify its input and outputs."""
-    if "signature_def" not in metadata.metadata:
-        raise ModelServerError(f"the model server sent no signature_def metadata for model '{model}'")
-    signatures = get_model_metadata_pb2.SignatureDefMap()
-    metadata.metadata["signature_def"].Unpack(signatures)
-    defs = dict(signatures.signature_def)
-    if DEFAULT_SIGNATURE in defs:
-        name = DEFAULT_SIGNATURE
-    else:
-        predict = [
-            key for key, sig in defs.items() if sig.method_name == PREDICT_METHOD and not key.startswith("__")
-        ]
-        if len(predict) != 1:
-            raise ModelServerError(
-                f"model '{model}' version {version} has no '{DEFAULT_SIGNATURE}' signature and "
-                f"{len(predict)} predict signatures ({', '.join(sorted(predict)) or 'none'}); export it with "
-                f"a '{DEFAULT_SIGNATURE}' signature"
-            )
-        name = predict[0]
-    sig = defs[name]
-    inputs = _specs(sig.inputs)
-    outputs = _specs(sig.outputs)
-    image_input, problem = _image_input(inputs, set(sig.defaults))
-    kind, convention, score, classes = _outputs_kind(outputs)
-    if problem is None and kind == "unknown":
-        problem = (
-            f"outputs {', '.join(sorted(outputs))} are neither detection outputs "
-            f"({', '.join(DETECTION_OUTPUTS)}) "
-            "nor a [batch, classes] score tensor"
-        )
-    return ModelSignature(
-        model, version, name, inputs, outputs, image_input, kind, convention, score, classes, problem
-    )
-
-
-def _specs(infos: dict[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
-    return {
-        key: TensorSpec(key, info.dtype, shape_of(info.tensor_shape)) for key, info in sorted(infos.items())
-    }
-
-
-def _image_input(
-    inputs: dict[str, TensorSpec], with_defaults: set[str]
-) -> tuple[ImageInput | None, str | None]:
-    required = [spec for key, spec in inputs.items() if key not in with_defaults]
-    if len(required) != 1:
-        names = ", ".join(inputs) or "none"
-        return None, f"the gateway feeds exactly one image input; this signature requires inputs: {names}"
-    spec = required[0]
-    shape = spec.shape
-    if spec.dtype == types_pb2.DT_STRING:
-        if shape is not None and len(shape) > 1:
-            return None, f"string input '{spec.key}' must have shape [] or [batch], not {list(shape)}"
-        batch = None if shape is not None and len(shape) == 0 else (shape[0] if shape else -1)
-        return ImageInput(spec.key, InputKind.ENCODED, spec.dtype, batch, None, None), None
-    if spec.dtype in (types_pb2.DT_UINT8, *FLOAT_DTYPES) and shape is not None and len(shape) in (3, 4):
-        batch = shape[0] if len(shape) == 4 else None
-        height, width, channels = shape[-3:]
-        if channels not in (3, -1):
-            return None, f"image input '{spec.key}' has {channels} channels; the gateway sends RGB (3)"
-        kind = InputKind.UINT8 if spec.dtype == types_pb2.DT_UINT8 else InputKind.FLOAT
-        return ImageInput(
-            spec.key, kind, spec.dtype, batch, height if height > 0 else None, width if width > 0 else None
-        ), None
-    shape_text = "unknown rank" if shape is None else list(shape)
-    return None, (
-        f"input '{spec.key}' ({dtype_name(spec.dtype)}, {shape_text}) is not an image input: the gateway "
-        "sends encoded image strings [batch] or uint8/float images [batch, height, width, 3]"
-    )
-
-
-def _outputs_kind(outputs: dict[str, TensorSpec]) -> tuple[str, Convention | None, str | None, str | None]:
-    if all(key in outputs for key in DETECTION_OUTPUTS):
-        kind = "segmentation" if "detection_masks" in outputs else "detection"
-        convention = Convention.MODEL_GARDEN if "image_info" in outputs else Convention.OD_API
-        return kind, convention, None, None
-    scores = [
-        spec
-        for spec in outputs.values()
-        if spec.dtype in FLOAT_DTYPES
-        and spec.shape is not None
-        and len(spec.shape) == 2
-        and spec.key != "classes"
-    ]
-    if not scores:
-        return "unknown", None, None, None
-    named = [spec for name in SCORE_OUTPUT_NAMES for spec in scores if spec.key == name]
-    score = (named or scores)[0].key
-    classes = "classes" if "classes" in outputs else None
-    return "classification", None, score, classes
-
-
 class ModelRegistry:
     """The configured models, their version states, signatures (cached per version) and label maps."""
 
@@ -252,8 +85,10 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._config: tuple[int, list[ModelEntry]] | None = None
         self._signatures: dict[tuple[str, int], ModelSignature] = {}
+        self._readings: dict[tuple[str, int], tuple[tuple[str, int], ModelReading]] = {}
         self._resolved: dict[tuple[str, str | None], tuple[int, float]] = {}
         self._label_maps: dict[Path, tuple[int, LabelMap]] = {}
+        self._settings: dict[Path, tuple[int, ModelSettings]] = {}
 
     # -- models.config -------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
@@ -332,6 +167,59 @@ class ModelRegistry:
                 self._resolved[(name, version_label)] = (actual, time.monotonic() + RESOLVE_TTL_S)
         return signature
 
+    def reading(
+        self, name: str, *, version: int | None = None, version_label: str | None = None
+    ) -> ModelReading:
+        """How the gateway reads a version (default: the latest): signature, adapter, settings, or the
+        problem that stops it. Chosen once per version and gateway.toml state."""
+        signature = self.signature(name, version=version, version_label=version_label)
+        path = self.settings_path(name)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        state = (str(path), mtime)
+        cached = self._readings.get((name, signature.version))
+        if cached is not None and cached[0] == state and signature.version:
+            return cached[1]
+        shown = _shown(path)
+        try:
+            settings = self._load_settings(path, shown, mtime)
+        except ModelSettingsError as exc:
+            reading = ModelReading(signature, ModelSettings(), shown, problem=str(exc))
+        else:
+            reading = read_model(signature, settings, shown)
+        with self._lock:
+            self._readings[(name, signature.version)] = (state, reading)
+        return reading
+
+    def _load_settings(self, path: Path, shown: str, mtime: int) -> ModelSettings:
+        if not mtime:
+            return ModelSettings()
+        cached = self._settings.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        settings = load_model_settings(path, shown)
+        self._settings[path] = (mtime, settings)
+        return settings
+
+    def settings_path(self, name: str) -> Path:
+        """The model's gateway.toml: beside its versions (base_path), else MODELS_DIR/<name>; where it
+        would go when there is none."""
+        folders = self._model_folders(name)
+        for folder in folders:
+            path = folder / SETTINGS_FILE
+            if path.is_file():
+                return path
+        return folders[0] / SETTINGS_FILE
+
+    def _model_folders(self, name: str) -> list[Path]:
+        entry = self.entry(name)
+        folders = [entry.base_path]
+        if self.models_dir is not None:
+            folders.append(self.models_dir / name)
+        return folders
+
     def forget_resolved(self, name: str) -> None:
         """Drop which version "latest" (or a label) meant for `name`; the next call asks the server."""
         with self._lock:
@@ -351,11 +239,7 @@ class ModelRegistry:
     # -- label maps ------------------------------------------------------------------------------
     def label_map_path(self, name: str) -> Path | None:
         """The label map stored beside the model (base_path, then MODELS_DIR/<name>), if any."""
-        entry = self.entry(name)
-        folders = [entry.base_path]
-        if self.models_dir is not None:
-            folders.append(self.models_dir / name)
-        for folder in folders:
+        for folder in self._model_folders(name):
             for filename in LABEL_FILES:
                 path = folder / filename
                 if path.is_file():
@@ -380,3 +264,11 @@ class ModelRegistry:
             ) from None
         self._label_maps[path] = (mtime, label_map)
         return label_map
+
+
+def _shown(path: Path) -> str:
+    """A settings path as messages show it: relative to the working folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(path)

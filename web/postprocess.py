@@ -1,102 +1,94 @@
-"""Model outputs (numpy arrays) -> domain objects, for both detection conventions and classifiers.
+"""Steps every family's decoding shares: pick the best rows, check and activate scores, reframe masks.
 
-Pure functions: no gRPC, no Flask. Boxes end up in pixels of the uploaded image whatever the model
-saw (a downsized or fixed-size copy); box-relative masks are reframed into the image per box by
-resizing the small mask to the box's pixel size and pasting it (no full-image work per instance).
+Pure functions: no gRPC, no Flask. The family-specific reading of outputs lives in
+``web/adapters``; these helpers turn what an adapter found (boxes already in upload pixels) into
+domain objects, so every family labels, thresholds and masks the same way.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from web.domain import Box, Classification, Detection, Mask
+from web.errors import UnsupportedModel
 from web.label_maps import LabelMap
 
 MASK_THRESHOLD = 0.5
+PROBABILITY_SLACK = 1e-3  # float rounding in a model's sigmoid/softmax
 
 
-class Convention(enum.StrEnum):
-    """How a detection model reports boxes (see DESIGN.md, "Model contract")."""
-
-    OD_API = "tf_od_api"  # normalized [ymin, xmin, ymax, xmax], 1-based float classes
-    MODEL_GARDEN = "model_garden"  # pixels of the model's resized input + image_info, int classes
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The uploaded image's size and the size of the copy the model received (equal unless resized)."""
-
-    width: int
-    height: int
-    sent_width: int
-    sent_height: int
+def activate(values: np.ndarray, activation: str, axis: int = -1) -> np.ndarray:
+    """Scores as probabilities: `softmax` over `axis`, `sigmoid` elementwise, or `none` (as they are)."""
+    values = np.asarray(values, dtype=np.float64)
+    if activation == "softmax":
+        if values.size == 0:
+            return values
+        shifted = np.exp(values - values.max(axis=axis, keepdims=True))
+        return shifted / shifted.sum(axis=axis, keepdims=True)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-np.clip(values, -60.0, 60.0)))
+    return values
 
 
-def detections_from_outputs(
-    outputs: dict[str, np.ndarray],
-    index: int,
-    geometry: Geometry,
-    *,
-    min_score: float,
-    max_detections: int,
-    label_map: LabelMap,
-) -> list[Detection]:
-    """Detections of batch item `index`, best first, filtered by `min_score`, at most `max_detections`."""
-    boxes = np.asarray(outputs["detection_boxes"][index], dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(outputs["detection_scores"][index], dtype=np.float64).reshape(-1)
-    classes = np.asarray(outputs["detection_classes"][index]).reshape(-1)
-    count = min(len(scores), len(boxes), len(classes))
-    if "num_detections" in outputs:
-        count = min(count, max(0, int(np.asarray(outputs["num_detections"]).reshape(-1)[index])))
-    keep = [i for i in np.argsort(-scores[:count], kind="stable") if scores[i] >= min_score][:max_detections]
-    pixel_boxes = boxes_to_image(boxes[keep], geometry, outputs.get("image_info"), index)
-    masks = outputs.get("detection_masks")
-    found = []
-    for row, i in enumerate(keep):
-        ymin, xmin, ymax, xmax = pixel_boxes[row]
-        box = Box(xmin=float(xmin), ymin=float(ymin), xmax=float(xmax), ymax=float(ymax))
-        class_id = int(round(float(classes[i])))
-        mask = None
-        if masks is not None:
-            mask = reframe_mask(np.asarray(masks[index][i]), box, (geometry.height, geometry.width))
-        found.append(Detection(class_id, label_map.name_for(class_id), float(scores[i]), box, mask))
-    return found
+def require_probabilities(scores: np.ndarray, model: str, output: str, settings_path: str) -> None:
+    """Refuse (422) scores that are not probabilities instead of reporting them as if they were.
 
-
-def boxes_to_image(
-    boxes: np.ndarray, geometry: Geometry, image_info: np.ndarray | None = None, index: int = 0
-) -> np.ndarray:
-    """[N, 4] model boxes ([ymin, xmin, ymax, xmax]) -> pixels of the uploaded image, clipped to it.
-
-    With `image_info` (Model Garden) boxes are pixels of the model's resized input: undo its
-    offset and scale to get pixels of what was sent. Without it, boxes are normalized (TF OD API);
-    a model that answers in pixels of its input anyway (values well above 1) is recognised too.
+    Which activation a model applied is not in its signature; when it answers values outside
+    [0, 1] the gateway says how to declare it rather than guessing.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if image_info is not None:
-        info = np.asarray(image_info, dtype=np.float64)[index].reshape(4, 2)
-        scale_y, scale_x = info[2]
-        offset_y, offset_x = info[3]
-        sent = (boxes + [offset_y, offset_x, offset_y, offset_x]) / [
-            scale_y or 1.0,
-            scale_x or 1.0,
-            scale_y or 1.0,
-            scale_x or 1.0,
-        ]
-        factor = [geometry.height / geometry.sent_height, geometry.width / geometry.sent_width] * 2
-        pixels = sent * factor
-    elif boxes.size and float(np.max(boxes)) > 2.0:
-        factor = [geometry.height / geometry.sent_height, geometry.width / geometry.sent_width] * 2
-        pixels = boxes * factor
-    else:
-        pixels = boxes * [geometry.height, geometry.width, geometry.height, geometry.width]
-    limits = [geometry.height, geometry.width, geometry.height, geometry.width]
-    return np.clip(pixels, 0.0, limits)
+    values = np.asarray(scores)
+    if values.size == 0:
+        return
+    low, high = float(np.min(values)), float(np.max(values))
+    if low >= -PROBABILITY_SLACK and high <= 1.0 + PROBABILITY_SLACK and math.isfinite(low + high):
+        return
+    raise UnsupportedModel(
+        f"model '{model}' answered scores from {low:.4g} to {high:.4g} in output '{output}': they are not "
+        "probabilities, so the gateway will not report them as such. If they are logits, set "
+        'score_activation = "softmax" (one class per image) or "sigmoid" (independent scores) '
+        f"in {settings_path}"
+    )
+
+
+def best_rows(
+    scores: np.ndarray, min_score: float, limit: int, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of rows scoring at least `min_score` (and `valid`), best first, at most `limit`."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ok = scores >= min_score
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool).reshape(-1)
+    candidates = np.flatnonzero(ok)
+    order = np.argsort(-scores[candidates], kind="stable")
+    return candidates[order][:limit]
+
+
+def label_for(labels: LabelMap, class_id: int, class_offset: int) -> str:
+    """The label of a model class: label map id `class_id + class_offset`, else `class <class_id>`."""
+    return labels.names.get(class_id + class_offset, f"class {class_id}")
+
+
+def make_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    labels: LabelMap,
+    class_offset: int,
+    masks: list[Mask | None] | None = None,
+) -> list[Detection]:
+    """Domain detections from rows already selected, boxes [N, 4] xyxy in upload pixels."""
+    found = []
+    for row, (xmin, ymin, xmax, ymax) in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+        class_id = int(class_ids[row])
+        box = Box(xmin=float(xmin), ymin=float(ymin), xmax=float(xmax), ymax=float(ymax))
+        mask = None if masks is None else masks[row]
+        found.append(
+            Detection(class_id, label_for(labels, class_id, class_offset), float(scores[row]), box, mask)
+        )
+    return found
 
 
 def reframe_mask(probabilities: np.ndarray, box: Box, image_size: tuple[int, int]) -> Mask:
@@ -114,7 +106,43 @@ def reframe_mask(probabilities: np.ndarray, box: Box, image_size: tuple[int, int
     levels = Image.fromarray(np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     resized = np.asarray(levels.resize((right - left, bottom - top), Image.Resampling.BILINEAR))
     patch = resized >= int(MASK_THRESHOLD * 255 + 0.5)
-    # Clip the patch to the image (boxes are already clipped; this guards rounding at the edges).
+    return _clipped_mask(patch, top, left, height, width)
+
+
+def sample_mask(
+    probabilities: np.ndarray,
+    box: Box,
+    image_size: tuple[int, int],
+    map_scale: tuple[float, float],
+    map_offset: tuple[float, float],
+) -> Mask:
+    """A probability map over a whole frame (e.g. YOLO's prototype masks) -> the binary Mask in `box`.
+
+    Upload pixel (x, y) lies at (x * map_scale[0] + map_offset[0], y * map_scale[1] + map_offset[1])
+    of the map. The map is sampled (bilinear) over the box's patch at upload resolution and
+    thresholded at 0.5: the cost follows the box, not the image.
+    """
+    height, width = image_size
+    left, top = math.floor(box.xmin), math.floor(box.ymin)
+    right, bottom = max(left + 1, math.ceil(box.xmax)), max(top + 1, math.ceil(box.ymax))
+    (scale_x, scale_y), (offset_x, offset_y) = map_scale, map_offset
+    extent = (
+        left * scale_x + offset_x,
+        top * scale_y + offset_y,
+        right * scale_x + offset_x,
+        bottom * scale_y + offset_y,
+    )
+    levels = Image.fromarray(np.ascontiguousarray(probabilities, dtype=np.float32), mode="F")
+    sampled = levels.transform(
+        (right - left, bottom - top), Image.Transform.EXTENT, extent, Image.Resampling.BILINEAR
+    )
+    patch = np.asarray(sampled) >= MASK_THRESHOLD
+    return _clipped_mask(patch, top, left, height, width)
+
+
+def _clipped_mask(patch: np.ndarray, top: int, left: int, height: int, width: int) -> Mask:
+    """Clip a patch placed at (top, left) to the image (boxes are clipped; this guards rounding)."""
+    bottom, right = top + patch.shape[0], left + patch.shape[1]
     top_c, left_c = max(top, 0), max(left, 0)
     bottom_c, right_c = min(bottom, height), min(right, width)
     if bottom_c <= top_c or right_c <= left_c:
@@ -123,46 +151,42 @@ def reframe_mask(probabilities: np.ndarray, box: Box, image_size: tuple[int, int
     return Mask((height, width), top_c, left_c, np.ascontiguousarray(patch))
 
 
-def classifications_from_outputs(
-    scores: np.ndarray,
-    classes: np.ndarray | None,
+def top_classes(
+    probabilities: np.ndarray,
     *,
     min_score: float,
     top_k: int,
-    label_map: LabelMap,
+    labels: LabelMap,
+    class_offset: int,
+    names: np.ndarray | None = None,
 ) -> list[Classification]:
-    """A classifier's [C] scores (probabilities, or logits turned into them) -> top-k, best first.
+    """A classifier's [C] probabilities -> the `top_k` best classes, best first.
 
     The best class is always reported (a classifier always has an answer); the next ones only when
-    their score reaches `min_score`.
-
-    `classes` (optional, [C]) names each score: class ids (ints or numeric strings) or label
-    strings. Without it, the score index is the class id and the label map is read by index.
+    they reach `min_score`. `names` (optional, [C]) names each score: class ids (ints or numeric
+    strings) or label strings; without it the score's index is the class id.
     """
-    values = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        shifted = np.exp(values - values.max())
-        values = shifted / shifted.sum()
+    values = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     order = np.argsort(-values, kind="stable")[:top_k]
-    names = None if classes is None else np.asarray(classes).reshape(-1)
+    named = None if names is None else np.asarray(names).reshape(-1)
     found = []
     for rank, i in enumerate(order):
-        if rank > 0 and values[i] < min_score:  # the best class is always reported
+        if rank > 0 and values[i] < min_score:
             break
-        class_id, label = int(i), label_map.name_for_index(int(i))
-        if names is not None and i < len(names):
-            class_id, label = _named_class(names[i], int(i), label_map)
+        class_id, label = int(i), label_for(labels, int(i), class_offset)
+        if named is not None and i < len(named):
+            class_id, label = _named_class(named[i], int(i), labels, class_offset)
         found.append(Classification(class_id, label, float(values[i])))
     return found
 
 
-def _named_class(value: object, index: int, label_map: LabelMap) -> tuple[int, str]:
+def _named_class(value: object, index: int, labels: LabelMap, class_offset: int) -> tuple[int, str]:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     if isinstance(value, str):
         if value.strip().lstrip("-").isdigit():
             class_id = int(value)
-            return class_id, label_map.name_for(class_id)
+            return class_id, label_for(labels, class_id, class_offset)
         return index, value
     class_id = int(value)  # numeric class ids
-    return class_id, label_map.name_for(class_id)
+    return class_id, label_for(labels, class_id, class_offset)

@@ -42,8 +42,15 @@ bp = Blueprint(
     static_url_path="/assets",
 )
 
-OPTION_FIELDS = ("min_score", "max_detections", "version", "version_label")
-FORM_DEFAULTS = {"model": "", "min_score": "0.5", "max_detections": "100", "version": "", "version_label": ""}
+OPTION_FIELDS = ("min_score", "max_detections", "version", "version_label", "iou_threshold")
+FORM_DEFAULTS = {
+    "model": "",
+    "min_score": "0.5",
+    "max_detections": "100",
+    "version": "",
+    "version_label": "",
+    "iou_threshold": "",
+}
 RECENT_DEFAULT = 48
 RECENT_MAX = 200
 RENDER_FORMAT = "jpeg"
@@ -183,8 +190,7 @@ def submit():
                 RENDER_EXT,
                 prediction.to_dict(),
                 source_name=display_name(files["image"].filename, fallback="") or None,
-                options={"min_score": options.min_score, "max_detections": options.max_detections,
-                         "version": options.version, "version_label": options.version_label},
+                options=options.to_dict(),
             )
         except StorageError as exc:
             current_app.logger.error("storing a result failed: %s", exc)

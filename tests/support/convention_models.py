@@ -53,7 +53,8 @@ MODELS = (
     "mg_bytes",  # string [1] "image_bytes"; Model Garden outputs, no masks
     "fixed_float",  # float32 [1, 200, 300, 3] "input_tensor"; TF OD API outputs
     "classifier",  # float32 [-1, 64, 64, 3] "input_1"; "probabilities" [B, 3]; labels.txt beside it
-    "classifier_named",  # uint8 [1, -1, -1, 3] "image"; "scores" [1, 3] and "classes" [1, 3] strings
+    "classifier_named",  # uint8 [1, -1, -1, 3] "image"; "scores" [1, 3] logits (declared in gateway.toml)
+    # and "classes" [1, 3] strings
     "two_inputs",  # two required inputs: the gateway must refuse it with a clear message
 )
 
@@ -166,7 +167,7 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
     class ClassifierNamed(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="image")])
         def serve(self, image):
-            logits = colour_logits(image)  # raw logits: the gateway turns them into probabilities
+            logits = colour_logits(image)  # raw logits: gateway.toml says so
             names = tf.constant([[name.encode() for name in CLASSIFIER_LABELS]])
             return {"scores": logits, "classes": names}
 
@@ -202,6 +203,8 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
     for name in ("od_uint8", "od_jpeg", "mg_uint8", "mg_bytes", "fixed_float"):
         (out / name / "label_map.pbtxt").write_text(LABEL_MAP_PBTXT)
     (out / "classifier" / "labels.txt").write_text("\n".join(CLASSIFIER_LABELS) + "\n")
+    # Its scores are logits under a name that does not say so: the settings file declares it.
+    (out / "classifier_named" / "gateway.toml").write_text('score_activation = "softmax"\n')
     (out / "models.config").write_text("\n".join(config) + "\n")
 
 

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from tests.web.helpers import encode
+from web.adapters.frames import downsized
 from web.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from web.images import (
     ImageInfo,
     decode_rgb,
     inspect_image,
     sniff_format,
-    target_size,
     to_model_bytes,
 )
 
@@ -110,8 +110,8 @@ def test_trailing_bytes_after_the_end_marker_are_fine() -> None:
     "size,max_side,expected",
     [((4000, 3000), 1600, (1600, 1200)), ((300, 200), 1600, (300, 200)), ((1000, 4000), 500, (125, 500))],
 )
-def test_target_size_keeps_aspect_and_never_enlarges(size, max_side, expected) -> None:
-    assert target_size(*size, max_side) == expected
+def test_downsized_keeps_aspect_and_never_enlarges(size, max_side, expected) -> None:
+    assert downsized(*size, max_side) == expected
 
 
 def test_big_jpeg_is_decoded_straight_to_the_target_size() -> None:

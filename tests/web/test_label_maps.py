@@ -35,8 +35,6 @@ def test_pbtxt_prefers_display_name_and_skips_unknown_fields() -> None:
 def test_labels_txt_is_one_name_per_line_from_id_1() -> None:
     label_map = parse_label_map(b"circle\r\nsquare\n  triangle  \n\n", "labels.txt")
     assert label_map.names == {1: "circle", 2: "square", 3: "triangle"}
-    # A classifier's score index 0 is the first line.
-    assert label_map.name_for_index(0) == "circle"
 
 
 def test_format_is_decided_by_content_too() -> None:

@@ -1,0 +1,153 @@
+"""Model adapters, one module per model family, and the one place an adapter is chosen.
+
+`read_model` asks every adapter whether it recognizes a signature (names, dtypes, shapes; never
+values). Exactly one must, unless gateway.toml names the family; none or several is a `problem`
+that names the candidates and the setting that decides, and such a model never answers 200.
+Adding a family: a module with a `ModelAdapter` subclass, listed in `ADAPTERS` (see
+docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from web.adapters.base import (
+    Layout,
+    ModelAdapter,
+    ModelReading,
+    NotRecognized,
+    Preprocessing,
+)
+from web.adapters.classifier import ClassifierAdapter
+from web.adapters.keras_hub import KerasHubAdapter
+from web.adapters.model_garden import ModelGardenAdapter
+from web.adapters.od_api import OdApiAdapter
+from web.adapters.yolo import YoloAdapter, YoloNmsAdapter
+from web.model_settings import ModelSettings
+from web.signatures import ImageInput, InputKind, ModelSignature
+
+ADAPTERS: tuple[ModelAdapter, ...] = (
+    OdApiAdapter(),
+    ModelGardenAdapter(),
+    KerasHubAdapter(),
+    YoloAdapter(),
+    YoloNmsAdapter(),
+    ClassifierAdapter(),
+)
+FAMILIES: tuple[str, ...] = tuple(adapter.family for adapter in ADAPTERS)
+BY_FAMILY = {adapter.family: adapter for adapter in ADAPTERS}
+
+__all__ = [
+    "ADAPTERS",
+    "FAMILIES",
+    "Layout",
+    "ModelAdapter",
+    "ModelReading",
+    "NotRecognized",
+    "Preprocessing",
+    "read_model",
+]
+
+
+def read_model(signature: ModelSignature, settings: ModelSettings, settings_path: str) -> ModelReading:
+    """Choose the adapter for a model version (with its gateway.toml settings) once; see the module doc."""
+    reading = ModelReading(signature, settings, settings_path)
+    image_input = signature.image_input
+    if image_input is None:
+        return _refused(reading, signature.input_problem or "the signature has no image input")
+    if settings.family:
+        adapter = BY_FAMILY[settings.family]
+        try:
+            layout = adapter.recognize(signature)
+            adapter.check_input(image_input, settings)
+        except NotRecognized as exc:
+            return _refused(
+                reading,
+                f'{settings_path} sets family = "{adapter.family}", but this signature is not one: {exc} '
+                f"(outputs: {signature.describe_outputs()})",
+            )
+        return _chosen(reading, adapter, layout, (adapter.family,))
+    claims: list[tuple[ModelAdapter, Layout]] = []
+    reasons: dict[str, str] = {}
+    for adapter in ADAPTERS:
+        try:
+            layout = adapter.recognize(signature)
+            adapter.check_input(image_input, settings)
+        except NotRecognized as exc:
+            reasons[adapter.family] = str(exc)
+            continue
+        claims.append((adapter, layout))
+    if len(claims) == 1:
+        adapter, layout = claims[0]
+        return _chosen(reading, adapter, layout, (adapter.family,))
+    if not claims:
+        looked_for = "; ".join(f"{a.family}: {a.looks_for}" for a in ADAPTERS)
+        return _refused(
+            reading,
+            f"no model family recognizes this signature (inputs: {signature.describe_inputs()}; outputs: "
+            f"{signature.describe_outputs()}). The families look for: {looked_for}. If the model is one "
+            f'of them, set family = "<family>" in {settings_path}; the reason it was not recognized is '
+            "then shown here",
+        )
+    names = tuple(adapter.family for adapter, _ in claims)
+    choices = " or ".join(f'family = "{name}"' for name in names)
+    return _refused(
+        reading,
+        f"this signature could be read by more than one model family ({', '.join(names)}), and they would "
+        f"read it differently: set {choices} in {settings_path}",
+        names,
+    )
+
+
+def _refused(reading: ModelReading, problem: str, candidates: tuple[str, ...] = ()) -> ModelReading:
+    return ModelReading(
+        reading.signature, reading.settings, reading.settings_path, problem=problem, candidates=candidates
+    )
+
+
+def _chosen(
+    reading: ModelReading, adapter: ModelAdapter, layout: Layout, candidates: tuple[str, ...]
+) -> ModelReading:
+    image_input = reading.signature.image_input
+    problem = _settings_problem(image_input, reading.settings, reading.settings_path)
+    if problem:
+        return _refused(reading, problem, candidates)
+    preprocessing = adapter.preprocessing(image_input, reading.settings)
+    channels = image_input.channels
+    for key, values in (("mean", preprocessing.mean), ("std", preprocessing.std)):
+        if values is not None and len(values) not in (1, channels):
+            return _refused(
+                reading,
+                f"{reading.settings_path}: '{key}' has {len(values)} values; input '{image_input.key}' has "
+                f"{channels} channel{'s' if channels > 1 else ''}",
+                candidates,
+            )
+    return ModelReading(
+        reading.signature,
+        reading.settings,
+        reading.settings_path,
+        adapter=adapter,
+        layout=layout,
+        preprocessing=preprocessing,
+        candidates=candidates,
+    )
+
+
+def _settings_problem(image_input: ImageInput, settings: ModelSettings, path: str) -> str | None:
+    """Pixel settings that cannot apply to this input are refused rather than silently ignored."""
+    if image_input.kind == InputKind.ENCODED:
+        pixel_keys = ("resize", "pixel_range", "mean", "std", "channel_order", "pad_value")
+        given = [key for key in pixel_keys if getattr(settings, key) is not None]
+        if given:
+            return (
+                f"{path} sets {', '.join(given)}, but input '{image_input.key}' takes encoded images that "
+                "the model decodes itself: remove them"
+            )
+    elif image_input.kind == InputKind.UINT8:
+        given = [key for key in ("mean", "std") if getattr(settings, key) is not None]
+        if settings.pixel_range not in (None, "0-255"):
+            given.insert(0, "pixel_range")
+        if given:
+            return (
+                f"{path} sets {', '.join(given)}, but input '{image_input.key}' is uint8, which carries "
+                "pixels as 0-255: remove them"
+            )
+    return None
