@@ -1,18 +1,12 @@
 """Fixtures for the gateway tests: convention SavedModels served over real gRPC, and app factories.
 
 The convention models (tests/support/convention_models.py) are built by a TensorFlow subprocess
-once and cached under build/ keyed by the builder's source, then served by the local model server
+once and cached under build/ (tests/support/built_models.py), then served by the local model server
 (`python -m tf_server`) in another subprocess: the pytest process itself never imports TensorFlow.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,45 +15,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.support.model_server import REPO_ROOT, free_port, running_model_server
-
-BUILDER = REPO_ROOT / "tests" / "support" / "convention_models.py"
-CACHE_ROOT = REPO_ROOT / "build" / "test-convention-models"
-
-
-def _build_convention_models() -> Path:
-    digest = hashlib.sha256(BUILDER.read_bytes()).hexdigest()[:16]
-    target = CACHE_ROOT / digest
-    if (target / "models.config").is_file():
-        return target
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=CACHE_ROOT))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "tests.support.convention_models", str(staging / "models")],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"building the convention models failed:\n{result.stderr[-4000:]}")
-        try:
-            (staging / "models").rename(target)
-        except OSError:  # another run finished first: use theirs
-            if not (target / "models.config").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+from tests.support.built_models import build_models
+from tests.support.model_server import free_port, running_model_server
 
 
 @pytest.fixture(scope="session")
 def convention_models() -> Path:
     """Folder with one SavedModel per input/output convention and their models.config."""
-    return _build_convention_models()
+    return build_models("tests.support.convention_models", "test-convention-models")
 
 
 @pytest.fixture(scope="session")

@@ -79,13 +79,12 @@ def read_model(signature: ModelSignature, settings: ModelSettings, settings_path
         adapter, layout = claims[0]
         return _chosen(reading, adapter, layout, (adapter.family,))
     if not claims:
-        looked_for = "; ".join(f"{a.family}: {a.looks_for}" for a in ADAPTERS)
+        why = "; ".join(f"{family}: {reason}" for family, reason in reasons.items())
         return _refused(
             reading,
             f"no model family recognizes this signature (inputs: {signature.describe_inputs()}; outputs: "
-            f"{signature.describe_outputs()}). The families look for: {looked_for}. If the model is one "
-            f'of them, set family = "<family>" in {settings_path}; the reason it was not recognized is '
-            "then shown here",
+            f"{signature.describe_outputs()}). Why not: {why}. If the model is one of these families "
+            f'exported differently, set family = "<family>" and the keys that describe it in {settings_path}',
         )
     names = tuple(adapter.family for adapter, _ in claims)
     choices = " or ".join(f'family = "{name}"' for name in names)

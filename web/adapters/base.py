@@ -120,7 +120,6 @@ class ModelAdapter(ABC):
 
     family: ClassVar[str]  # the name used in gateway.toml (`family = "..."`) and the API
     title: ClassVar[str]  # for people: "TF Object Detection API"
-    looks_for: ClassVar[str]  # what `recognize` needs, for the "no adapter recognizes" message
     class_offset: ClassVar[int] = 0  # added to the model's class ids to find them in the label map
 
     @abstractmethod

@@ -41,7 +41,6 @@ CLASSES_NAMES = frozenset({"classes", "class_ids", "class_names"})
 class ClassifierAdapter(ModelAdapter):
     family = "classifier"
     title = "Image classifiers (Keras, KerasHub, Model Garden, Ultralytics -cls)"
-    looks_for = "score outputs [batch, classes] only (output_0, predictions, probs, logits, dense_N, ...)"
     class_offset = 1  # score index 0 is the label map's id 1 (the first line of labels.txt)
 
     def recognize(self, signature: ModelSignature) -> Layout:

@@ -39,7 +39,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class KerasHubAdapter(ModelAdapter):
     family = "keras_hub"
     title = "KerasHub object detectors (exported with their decoder)"
-    looks_for = "boxes [batch, N, 4], confidence [batch, N] and integer labels [batch, N] outputs"
     class_offset = 1  # labels are 0-based; label maps start at 1
 
     def recognize(self, signature: ModelSignature) -> Layout:

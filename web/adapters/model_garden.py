@@ -28,7 +28,6 @@ IMAGE_INFO = "image_info"
 class ModelGardenAdapter(ModelAdapter):
     family = "model_garden"
     title = "TF Model Garden (official.vision)"
-    looks_for = "detection_boxes, detection_scores, detection_classes and image_info [batch, 4, 2] outputs"
     class_offset = 0
 
     def recognize(self, signature: ModelSignature) -> Layout:

@@ -112,7 +112,6 @@ def box_relative_masks(
 class OdApiAdapter(ModelAdapter):
     family = "tf_od_api"
     title = "TF Object Detection API (TF2 and TF1 exports)"
-    looks_for = "detection_boxes, detection_scores, detection_classes outputs without image_info"
     class_offset = 0  # classes are already 1-based label map ids
 
     def recognize(self, signature: ModelSignature) -> Layout:

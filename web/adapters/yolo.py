@@ -120,7 +120,6 @@ class _YoloBase(ModelAdapter):
 class YoloAdapter(_YoloBase):
     family = "yolo"
     title = "Ultralytics YOLO, raw output (NMS in the gateway)"
-    looks_for = "one float output [batch, 4 + classes, candidates] with more candidates than rows"
 
     def recognize(self, signature: ModelSignature) -> Layout:
         detections, protos = _split_outputs(signature)
@@ -179,7 +178,6 @@ class YoloAdapter(_YoloBase):
 class YoloNmsAdapter(_YoloBase):
     family = "yolo_nms"
     title = "Ultralytics YOLO exported with nms=True (or an end-to-end head)"
-    looks_for = "one float output [batch, detections, 6] (x1, y1, x2, y2, score, class)"
 
     def recognize(self, signature: ModelSignature) -> Layout:
         detections, protos = _split_outputs(signature)
