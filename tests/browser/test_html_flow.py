@@ -16,6 +16,7 @@ import pytest
 
 from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, RunningGateway
 from tests.support.model_server import REPO_ROOT
+from tf_server.demo.digits import generate_digit
 from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
 from web.label_maps import load_label_map
 
@@ -146,4 +147,35 @@ def test_text_file_as_image_shows_the_message(gateway: RunningGateway, browser_p
     assert page.locator("#model").input_value() == MODEL
     after = sorted(p.name for p in gateway.upload_folder.glob("*")) if gateway.upload_folder.exists() else []
     assert after == before
+    assert _only_loopback(browser_page.requested_urls) == []
+
+
+def test_a_digit_is_classified_with_bars(gateway: RunningGateway, browser_page: BrowserPage,
+                                         tmp_path: Path) -> None:
+    """The demo classifier through the form: the top class as the headline, bars for the top 3."""
+    page = browser_page.page
+    picture = generate_digit(np.random.default_rng(12), digit=3, height=360)
+    path = tmp_path / "three.jpg"
+    path.write_bytes(encode_jpeg(picture.image))
+
+    page.goto(f"{gateway.url}/")
+    options = page.locator("#model option").all_inner_texts()
+    assert any(o.strip().startswith("digits — classification") for o in options), options
+    page.select_option("#model", "digits")
+    page.set_input_files("#image", str(path))
+    page.locator("#min_score").focus()
+    page.keyboard.press("Home")  # threshold 0: every class of the top 3 is listed, not just the best
+    page.click("#submit-button")
+    page.wait_for_url(RESULT_URL)
+    page.wait_for_function(IMAGE_LOADED)
+    assert page.locator("#top-class").inner_text() == "3"
+    assert page.locator("#classes-table tbody tr").count() == 3  # top_k = 3 in digits/gateway.toml
+    widths = page.eval_on_selector_all(
+        "#classes-table .fill", "els => els.map(e => e.getBoundingClientRect().width)")
+    track = page.eval_on_selector("#classes-table .bar", "e => e.getBoundingClientRect().width")
+    assert widths[0] > 0.8 * track and widths == sorted(widths, reverse=True)
+    prediction = page.request.get(f"{gateway.url}{page.get_attribute('#json-link', 'href')}").json()
+    assert prediction["classes"][0] == {"label": "3", "class_id": 3, "score": prediction["classes"][0]["score"]}
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "classification.png"), full_page=True)
     assert _only_loopback(browser_page.requested_urls) == []

@@ -17,9 +17,10 @@ from google.protobuf import text_format
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO_ROOT / "tf_server" / "models"
 MODEL_NAMES = ("shapes", "shapes_jpeg")
+SERVED = (*MODEL_NAMES, "digits")
 MAX_MODEL_BYTES = 20 * 1024 * 1024
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", SERVED)
 def test_model_folder_layout_and_size(name: str) -> None:
     version = MODELS_DIR / name / "1"
     assert (version / "variables" / "variables.index").is_file()
@@ -35,13 +36,22 @@ def test_label_map_lists_the_three_classes(name: str) -> None:
     assert items == [("1", "circle"), ("2", "square"), ("3", "triangle")]
 
 
-def test_models_config_lists_both_models_with_relative_paths() -> None:
+def test_digits_has_its_labels_and_the_settings_it_was_trained_with() -> None:
+    from web.label_maps import load_label_map
+    from web.model_settings import load_model_settings
+
+    assert load_label_map(MODELS_DIR / "digits" / "labels.txt").names == {i + 1: str(i) for i in range(10)}
+    settings = load_model_settings(MODELS_DIR / "digits" / "gateway.toml")
+    assert (settings.pixel_range, settings.resize, settings.family) == ("0-1", "stretch", None)
+
+
+def test_models_config_lists_every_demo_model_with_relative_paths() -> None:
     from web.protos.tensorflow_serving.config import model_server_config_pb2
 
     config = text_format.Parse((REPO_ROOT / "tf_server" / "models.config").read_text(),
                                model_server_config_pb2.ModelServerConfig())
     entries = {c.name: c for c in config.model_config_list.config}
-    assert set(entries) == set(MODEL_NAMES)
+    assert set(entries) == set(SERVED)
     for name, entry in entries.items():
         assert entry.base_path == f"models/{name}" and entry.model_platform == "tensorflow"
         assert (REPO_ROOT / "tf_server" / entry.base_path / "1" / "saved_model.pb").is_file()

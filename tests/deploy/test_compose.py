@@ -240,7 +240,7 @@ def test_container_model_config_lists_the_same_models_as_models_config() -> None
 
 
 @pytest.mark.parametrize("file", ["models.config", "models.docker.config"])
-def test_every_configured_model_has_a_version_folder_and_a_label_map(file: str) -> None:
+def test_every_configured_model_has_a_version_folder_and_labels(file: str) -> None:
     config_path = REPO_ROOT / "tf_server" / file
     tf_server = services(GPU_FILE)["tf_server"]
     configs = read_model_config(config_path).model_config_list.config
@@ -252,8 +252,8 @@ def test_every_configured_model_has_a_version_folder_and_a_label_map(file: str) 
         versions = [v for v in folder.iterdir() if v.is_dir() and v.name.isdigit()]
         assert versions, f"{config.name}: no numeric version folder under {folder}"
         assert any((v / "saved_model.pb").is_file() for v in versions), f"{config.name}: no saved_model.pb"
-        label_map = folder / "label_map.pbtxt"
-        assert label_map.is_file() and label_map.stat().st_size > 0, f"{config.name}: {label_map} is missing"
+        labels = [folder / name for name in ("label_map.pbtxt", "labels.txt") if (folder / name).is_file()]
+        assert labels and labels[0].stat().st_size > 0, f"{config.name}: no label_map.pbtxt or labels.txt"
 
 
 # --- web: files, ports, addresses, settings -----------------------------------------------------

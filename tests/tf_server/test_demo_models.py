@@ -1,8 +1,8 @@
 """The demo models behind `python -m tf_server --model_config_file tf_server/models.config`.
 
 Over real gRPC, with a client written only against the official protos: every configured model
-reports AVAILABLE and its signature, and a prediction on a freshly generated picture finds the
-shapes that were drawn (box IoU >= 0.5 with the ground truth).
+reports AVAILABLE; the detectors' predictions on freshly generated pictures find the shapes that
+were drawn (box IoU >= 0.5 with the ground truth); the digit classifier names drawn digits.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tests.tf_server.grpc_client import (
     tensor_proto,
     to_ndarray,
 )
+from tf_server.demo.digits import training_arrays
 from tf_server.demo.synthetic import CLASSES, encode_jpeg, generate_image
 from tf_server.model_config import read_config_file
 from web.protos.tensorflow.core.framework import types_pb2
@@ -29,6 +30,7 @@ MIN_IOU = 0.5
 # Pictures whose shapes the demo models find. Their accuracy over many pictures (classes included)
 # is measured by tf_server.demo's evaluation and tests/demo; here the point is the serving path.
 PICTURES = ((7, 4), (2024, 3))  # (seed, number of shapes)
+DETECTORS = ("shapes", "shapes_jpeg")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,18 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("model", configured_models())
-def test_every_configured_model_is_available_with_a_serving_signature(
-    client: ServingClient, model: str
-) -> None:
+def test_every_configured_model_is_available(client: ServingClient, model: str) -> None:
     statuses = client.status(model)
     assert statuses and set(statuses.values()) == {"AVAILABLE"}
+    assert "serving_default" in client.signature_defs(model).signature_def
+
+
+def test_the_demo_models_are_configured() -> None:
+    assert configured_models() == [*DETECTORS, "digits"]
+
+
+@pytest.mark.parametrize("model", DETECTORS)
+def test_detectors_have_the_od_api_signature(client: ServingClient, model: str) -> None:
     signature = client.signature_defs(model).signature_def["serving_default"]
     assert list(signature.inputs) == ["input_tensor"]
     image_input = signature.inputs["input_tensor"]
@@ -65,7 +74,7 @@ def test_every_configured_model_is_available_with_a_serving_signature(
     )
 
 
-@pytest.mark.parametrize("model", configured_models())
+@pytest.mark.parametrize("model", DETECTORS)
 @pytest.mark.parametrize(("seed", "count"), PICTURES)
 def test_prediction_finds_the_drawn_shapes(client: ServingClient, model: str, seed: int, count: int) -> None:
     rng = np.random.default_rng(seed)
@@ -93,3 +102,14 @@ def test_prediction_finds_the_drawn_shapes(client: ServingClient, model: str, se
         assert classes[best] == shape.class_id, f"{shape.label} at {shape.box} taken for {classes[best]}"
     if "detection_masks" in outputs:
         assert outputs["detection_masks"].shape[:2] == (1, outputs["detection_scores"].shape[1])
+
+
+def test_the_digit_classifier_is_a_keras_export_that_reads_digits(client: ServingClient) -> None:
+    signature = client.signature_defs("digits").signature_def["serving_default"]
+    assert list(signature.inputs) == ["keras_tensor"] and list(signature.outputs) == ["output_0"]
+    images, digits = training_arrays(np.random.default_rng(5), 20, 32)
+    response = client.predict("digits", {"keras_tensor": tensor_proto(images.astype(np.float32) / 255.0)})
+    probabilities = to_ndarray(response.outputs["output_0"])
+    assert probabilities.shape == (20, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (probabilities.argmax(axis=1) == digits).mean() >= 0.9

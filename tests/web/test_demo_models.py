@@ -1,4 +1,4 @@
-"""Both demo models end to end over real gRPC: pictures with known shapes, known answers.
+"""The demo models end to end over real gRPC: pictures with known shapes (or digits), known answers.
 
 The pictures come from tf_server.demo.synthetic (numpy/Pillow only), which knows every shape's
 class, box and visible mask, so the gateway's answer can be checked against the truth.
@@ -7,6 +7,7 @@ class, box and visible mask, so the gateway's answer can be checked against the 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from tests.support.model_server import REPO_ROOT
+from tf_server.demo.digits import generate_digit
 from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
 from web.label_maps import load_label_map
 
@@ -167,3 +169,39 @@ def test_a_12_megapixel_photo_works_through_every_demo_model(demo_client: FlaskC
     for shape, det in found:
         assert det["label"] == names[shape.class_id]
         assert det["mask"]["size"] == [3000, 4000]
+
+
+def digit_upload(rng: np.random.Generator, digit: int) -> bytes:
+    picture = generate_digit(rng, digit=digit, height=int(rng.integers(60, 480)))
+    return encode_jpeg(picture.image)
+
+
+def test_the_digit_classifier_reads_digits_through_the_gateway(demo_client: FlaskClient) -> None:
+    """Drawn digits of many sizes and aspect ratios, as JPEG uploads, through /predict_batch: the
+    gateway must stretch them to 32x32 and scale to 0-1 as digits/gateway.toml says."""
+    rng = np.random.default_rng(31)
+    digits = [i % 10 for i in range(30)]
+    files = [(io.BytesIO(digit_upload(rng, d)), f"{d}.jpg") for d in digits]
+    response = demo_client.post(
+        "/api/v1/models/digits/predict_batch", data={"image": files}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 200, response.get_json()
+    answers = [item["classes"][0] for item in response.get_json()]
+    assert all(a["label"] == str(a["class_id"]) for a in answers)  # labels.txt: class d is "d"
+    correct = sum(a["class_id"] == d for a, d in zip(answers, digits, strict=True))
+    assert correct >= 27, answers
+
+
+def test_the_digit_classifier_result_page_shows_bars(demo_client: FlaskClient) -> None:
+    upload = digit_upload(np.random.default_rng(5), 7)
+    form = {"model": "digits", "min_score": "0", "image": (io.BytesIO(upload), "seven.jpg")}
+    response = demo_client.post("/", data=form, content_type="multipart/form-data")
+    assert response.status_code == 303
+    page = demo_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert '<span id="top-class">7</span>' in page
+    bars = re.findall(r'role="meter"[^>]*aria-valuenow="([0-9.]+)"', page)
+    assert len(bars) == 3 and float(bars[0]) > 0.9  # top_k = 3 in digits/gateway.toml
+    assert [float(b) for b in bars] == sorted((float(b) for b in bars), reverse=True)
+    detail = demo_client.get("/api/v1/models/digits").get_json()
+    assert (detail["family"], detail["kind"]) == ("classifier", "classification")
+    assert detail["preprocessing"]["pixel_range"] == "0-1" and detail["settings"]["found"]

@@ -4,7 +4,9 @@ generate  training set (build/demo/train.npz) and the held-out COCO set (build/d
 train     train from scratch, checkpoint in build/demo/checkpoint/
 export    write tf_server/models/{shapes,shapes_jpeg}/1, label maps, warmups, tf_server/models.config
 evaluate  COCO box/mask AP of the exported models -> build/demo/evaluation.json
-all       the four steps in order
+classifier  generate, train, export and evaluate the digit classifier (tf_server/models/digits)
+            -> build/demo/classifier.json
+all       the four detector steps, then the classifier
 """
 
 from __future__ import annotations
@@ -85,9 +87,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             f"mask AP@0.5 = {scores['segm']['AP50']:.3f} (AP {scores['segm']['AP']:.3f})")
 
 
+def cmd_classifier(args: argparse.Namespace) -> None:
+    from tf_server.demo.classifier import ClassifierConfig, run
+
+    report = run(args.models_dir, args.work_dir, ClassifierConfig(), log=log)
+    log(f"classifier: top-1 accuracy {report['top1_accuracy']:.4f} on {report['pictures']} held-out pictures")
+
+
 def cmd_all(args: argparse.Namespace) -> None:
     start = time.monotonic()
-    for step in (cmd_generate, cmd_train, cmd_export, cmd_evaluate):
+    for step in (cmd_generate, cmd_train, cmd_export, cmd_evaluate, cmd_classifier):
         step(args)
     log(f"all: done in {time.monotonic() - start:.0f}s")
 
@@ -114,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "train the network"),
         ("export", cmd_export, "export both SavedModels, label maps, warmups and models.config"),
         ("evaluate", cmd_evaluate, "COCO mAP of the exported models"),
-        ("all", cmd_all, "generate, train, export and evaluate"),
+        ("classifier", cmd_classifier, "generate, train, export and evaluate the digit classifier"),
+        ("all", cmd_all, "every step of the detector, then the classifier"),
     ):
         commands.add_parser(name, help=text, parents=[options]).set_defaults(function=function)
     return parser

@@ -26,7 +26,9 @@ from tf_server.demo.synthetic import CLASSES, encode_jpeg, generate_image
 
 TENSOR_MODEL = "shapes"
 JPEG_MODEL = "shapes_jpeg"
+CLASSIFIER_MODEL = "digits"  # exported by tf_server/demo/classifier.py
 MODEL_NAMES = (TENSOR_MODEL, JPEG_MODEL)
+SERVED_MODELS = (*MODEL_NAMES, CLASSIFIER_MODEL)
 SIGNATURE = "serving_default"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -70,7 +72,7 @@ def label_map_text() -> str:
     return "".join(items)
 
 
-def models_config_text(names: tuple[str, ...] = MODEL_NAMES) -> str:
+def models_config_text(names: tuple[str, ...] = SERVED_MODELS) -> str:
     """ModelServerConfig text proto; base paths are relative to the config file's folder."""
     entries = "".join(
         f'  config {{\n    name: "{name}"\n    base_path: "models/{name}"\n'
