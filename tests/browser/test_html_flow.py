@@ -175,7 +175,8 @@ def test_a_digit_is_classified_with_bars(gateway: RunningGateway, browser_page: 
     track = page.eval_on_selector("#classes-table .bar", "e => e.getBoundingClientRect().width")
     assert widths[0] > 0.8 * track and widths == sorted(widths, reverse=True)
     prediction = page.request.get(f"{gateway.url}{page.get_attribute('#json-link', 'href')}").json()
-    assert prediction["classes"][0] == {"label": "3", "class_id": 3, "score": prediction["classes"][0]["score"]}
+    best = prediction["classes"][0]
+    assert (best["label"], best["class_id"]) == ("3", 3) and best["score"] > 0.9
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT_DIR / "classification.png"), full_page=True)
     assert _only_loopback(browser_page.requested_urls) == []

@@ -46,7 +46,8 @@ class ClassifierConfig:
 
 
 def build_network() -> tf.keras.Model:
-    """73 k parameters: three blocks of two 3x3 convolutions with batch norm, global pooling, a softmax head."""
+    """73 k parameters: three blocks of two 3x3 convolutions with batch norm, global pooling,
+    a softmax head."""
     keras = tf.keras
     inputs = keras.Input(shape=(INPUT_SIDE, INPUT_SIDE, 3))
     x = inputs

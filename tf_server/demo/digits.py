@@ -126,7 +126,9 @@ def training_arrays(rng: np.random.Generator, count: int, side: int) -> tuple[np
     for i in range(count):
         picture = generate_digit(rng, digit=i % 10, height=int(rng.integers(32, 96)))
         # The same resize the gateway applies to uploads (web/images.py decode_image).
-        stretched = Image.fromarray(picture.image).resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        stretched = Image.fromarray(picture.image).resize(
+            (side, side), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
         images[i] = np.asarray(stretched)
         labels[i] = picture.digit
     return images, labels
