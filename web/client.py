@@ -65,6 +65,7 @@ class Options:
     model: str
     min_score: float | None = None
     max_detections: int | None = None
+    iou_threshold: float | None = None
     version: int | None = None
     version_label: str | None = None
     api_key: str | None = None
@@ -114,6 +115,7 @@ class Client:
         query = {
             "min_score": self.options.min_score,
             "max_detections": self.options.max_detections,
+            "iou_threshold": self.options.iou_threshold,
             "version": self.options.version,
             "version_label": self.options.version_label,
         }
@@ -151,7 +153,7 @@ class Client:
             ) from None
 
     def predict(self, image_name: str, image: bytes) -> dict[str, Any]:
-        """The prediction JSON for one image (see DESIGN.md, "REST API")."""
+        """The prediction JSON for one image (see README.md, "REST API")."""
         body, _ = self._post("predict", image_name, image)
         try:
             result = json.loads(body)
@@ -314,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image and line")
     parser.add_argument("--min-score", type=float, help="score threshold (gateway default: 0.5)")
     parser.add_argument("--max-detections", type=int, help="at most this many detections per image")
+    parser.add_argument(
+        "--iou-threshold", type=float, help="NMS overlap for models whose NMS the gateway runs (YOLO raw)"
+    )
     parser.add_argument("--version", type=int, help="model version number")
     parser.add_argument("--version-label", help="model version label, e.g. stable")
     parser.add_argument(
@@ -343,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--min-score must be between 0 and 1")
     if args.max_detections is not None and args.max_detections < 1:
         parser.error("--max-detections must be at least 1")
+    if args.iou_threshold is not None and not 0.0 < args.iou_threshold <= 1.0:
+        parser.error("--iou-threshold must be above 0 and at most 1")
     if args.label_map is not None and not args.label_map.is_file():
         parser.error(f"--label-map {args.label_map}: no such file")
     options = Options(
@@ -350,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model=args.model,
         min_score=args.min_score,
         max_detections=args.max_detections,
+        iou_threshold=args.iou_threshold,
         version=args.version,
         version_label=args.version_label,
         api_key=args.api_key,

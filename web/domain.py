@@ -1,6 +1,6 @@
 """Domain types of a prediction, independent of gRPC, protobuf and Flask.
 
-`Prediction.to_dict()` produces exactly the prediction JSON of DESIGN.md, so the REST API, the
+`Prediction.to_dict()` produces the prediction JSON (docs/architecture.md), so the REST API, the
 HTML result pages and the stored results all share one representation.
 """
 
@@ -149,7 +149,7 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The DESIGN.md prediction JSON: `classes` replaces `detections` for classifiers."""
+        """The prediction JSON: `classes` replaces `detections` for classifiers."""
         out: dict[str, Any] = {
             "model": {"name": self.model_name, "version": self.model_version},
             "image": {"width": self.width, "height": self.height},

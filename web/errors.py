@@ -51,7 +51,7 @@ class LabelMapError(BadRequest):
 
 
 class UnsupportedModel(GatewayError):
-    """The model's signature is not one the gateway knows how to feed or read (see DESIGN.md)."""
+    """The gateway cannot read the model correctly (see docs/architecture.md, "No silent misreads")."""
 
     status = 422
 

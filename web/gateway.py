@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -126,14 +127,18 @@ class Gateway:
 
     def _summary(self, name: str, version: int | None = None) -> ModelSummary:
         versions = self.registry.versions(name)
-        kind = "unknown"
+        kind, reading = "unknown", None
         if any(v.state == "AVAILABLE" for v in versions):
             try:
-                kind = self.registry.reading(name, version=version).kind
+                reading = self.registry.reading(name, version=version)
+                kind = reading.kind
             except (ModelNotFound, ModelServerError):  # a model the gateway cannot read is listed anyway
                 kind = "unknown"
         path = self.registry.label_map_path(name)
-        return ModelSummary(name, versions, kind, path.name if path else None)
+        source = path.name if path else None
+        if source is None and reading is not None and reading.metadata and reading.metadata.names:
+            source = Path(reading.metadata.file).name
+        return ModelSummary(name, versions, kind, source)
 
     def describe(self, name: str, version: int | None = None) -> dict[str, Any]:
         """A model's versions, label source, signature, and how the gateway reads it (for GET /models/<m>):
@@ -160,8 +165,9 @@ class Gateway:
                 "settings": {
                     "file": reading.settings_path,
                     "found": reading.settings.source is not None,
-                    "values": reading.settings.given(),
+                    "values": (reading.file_settings or reading.settings).given(),
                 },
+                "export_metadata": None if reading.metadata is None else reading.metadata.to_dict(),
                 "candidates": list(reading.candidates),
                 "problem": reading.problem,
             }
@@ -169,9 +175,16 @@ class Gateway:
         return out
 
     def labels(self, name: str) -> LabelMap:
-        """The label map stored beside the model (empty when there is none)."""
+        """The label map stored beside the model, else the class names of its latest version's export
+        metadata (empty when there is neither)."""
         self.registry.entry(name)
-        return self.registry.stored_label_map(name)
+        stored = self.registry.stored_label_map(name)
+        if stored.names:
+            return stored
+        try:
+            return self.registry.labels_for(self.registry.reading(name))
+        except (ModelNotFound, ModelServerError, ModelServerUnavailable):
+            return stored
 
     # -- predictions --------------------------------------------------------------------------
     def predict(
@@ -230,7 +243,7 @@ class Gateway:
         reading = self.registry.reading(model, version=options.version, version_label=options.version_label)
         if reading.problem or reading.adapter is None:
             raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {reading.problem}")
-        labels = label_map if label_map is not None else self.registry.stored_label_map(model)
+        labels = label_map if label_map is not None else self.registry.labels_for(reading)
         predictions: list[Prediction] = []
         # Decode group by group, so a batch of big photos for a [1, H, W, 3] model never holds more
         # than one decoded image at a time.

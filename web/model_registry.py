@@ -25,6 +25,7 @@ from web.errors import (
     LabelMapError,
     ModelNotFound,
 )
+from web.export_metadata import ExportMetadata, read_export_metadata
 from web.label_maps import LabelMap, load_label_map
 from web.model_settings import SETTINGS_FILE, ModelSettings, ModelSettingsError, load_model_settings
 from web.protos.tensorflow_serving.apis import get_model_status_pb2
@@ -183,15 +184,34 @@ class ModelRegistry:
         if cached is not None and cached[0] == state and signature.version:
             return cached[1]
         shown = _shown(path)
+        metadata = self.export_metadata(name, signature.version)
         try:
             settings = self._load_settings(path, shown, mtime)
         except ModelSettingsError as exc:
-            reading = ModelReading(signature, ModelSettings(), shown, problem=str(exc))
+            reading = ModelReading(signature, ModelSettings(), shown, problem=str(exc), metadata=metadata)
         else:
-            reading = read_model(signature, settings, shown)
+            reading = read_model(signature, settings, shown, metadata)
         with self._lock:
             self._readings[(name, signature.version)] = (state, reading)
         return reading
+
+    def export_metadata(self, name: str, version: int) -> ExportMetadata | None:
+        """What the exporter wrote into the version folder (Ultralytics' metadata.yaml), if the gateway
+        can see that folder (it can when it shares the models folder with the model server)."""
+        if not version:
+            return None
+        folder = self.entry(name).base_path / str(version)
+        return read_export_metadata(folder, _shown(folder / "metadata.yaml"))
+
+    def labels_for(self, reading: ModelReading) -> LabelMap:
+        """The stored label map of a model; else the class names its export metadata lists (placed at
+        class + class_offset, like any label map); else an empty map (`class <id>`)."""
+        stored = self.stored_label_map(reading.model)
+        if stored.names or reading.metadata is None or not reading.metadata.names:
+            return stored
+        offset = reading.class_offset
+        names = {class_id + offset: label for class_id, label in reading.metadata.names.items()}
+        return LabelMap(names=names, source=reading.metadata.file)
 
     def _load_settings(self, path: Path, shown: str, mtime: int) -> ModelSettings:
         if not mtime:

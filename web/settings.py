@@ -22,7 +22,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable about the gateway (see DESIGN.md, "Configuration")."""
+    """Everything configurable about the gateway (README.md, "Configuration")."""
 
     tf_serving_address: str = "localhost:8500"
     model_config_file: Path = Path("tf_server/models.config")

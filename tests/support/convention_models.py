@@ -1,4 +1,4 @@
-"""Build tiny SavedModels with exactly the signatures the gateway must handle (DESIGN.md, "Model contract").
+"""Build tiny SavedModels with the input and output conventions the gateway must handle.
 
     python -m tests.support.convention_models OUT_DIR
 

@@ -60,10 +60,12 @@ MODELS = (
     "keras_hub",  # `images` float32 [1, 320, 320, 3]; boxes/confidence/labels/num_detections
     "yolo",  # `images` float32 [1, 320, 320, 3]; output_0 [1, 4 + 3, 2100]
     "yolo_seg",  # same + 32 mask coefficients; output_1 prototypes [1, 80, 80, 32]
-    "yolo_nms",  # `images` float32 [1, 320, 320, 3]; output_0 [1, 300, 6]
+    "yolo_nms",  # `images` float32 [1, 320, 320, 3]; output_0 [1, 300, 6]; names in metadata.yaml
+    "yolo_pose",  # like yolo with 17x3 keypoint rows ([1, 56, 2100]); metadata.yaml says task: pose
     "classifier_keras",  # `keras_tensor` float32 [-1, 64, 64, 3] ImageNet mean/std; output_0 softmax [-1, 3]
     "classifier_logits",  # `keras_tensor` float32 [-1, 64, 64, 3] 0-255; output_0 raw logits [-1, 3]
-    "classifier_yolo",  # `images` float32 [1, 64, 64, 3] 0-1, centre crop; output_0 softmax [1, 3]
+    "classifier_yolo",  # `images` float32 [1, 64, 64, 3] 0-1, centre crop (from metadata.yaml: task
+    # classify, names); output_0 softmax [1, 3]
     "ambiguous",  # both TF OD API and KerasHub outputs: two families could read it
     "unknown",  # a pose-style heatmap output: no family reads it
 )
@@ -71,8 +73,37 @@ MODELS = (
 # gateway.toml files shipped beside some models (the rest run on their family's defaults).
 SETTINGS = {
     "classifier_keras": 'pixel_range = "0-1"\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n',
-    "classifier_yolo": 'resize = "crop"\npixel_range = "0-1"\n',
 }
+# Ultralytics' metadata.yaml, as its exporter writes it into the *_saved_model folder (version 1 here).
+ULTRALYTICS_METADATA = """\
+description: Ultralytics YOLO11n model trained on shapes.yaml
+author: Ultralytics
+date: '2026-11-30T12:00:00.000000'
+version: 8.4.0
+license: AGPL-3.0 License (https://ultralytics.com/license)
+docs: https://docs.ultralytics.com
+stride: 32
+task: {task}
+batch: 1
+imgsz:
+- {size}
+- {size}
+names:
+{names}
+args:
+  batch: 1
+  half: false
+  int8: false
+  nms: {nms}
+channels: 3
+end2end: false
+"""
+METADATA = {
+    "yolo_nms": ("detect", YOLO_SIZE, DETECTION_LABELS, "true"),
+    "yolo_pose": ("pose", YOLO_SIZE, ("person",), "false"),
+    "classifier_yolo": ("classify", CLASSIFIER_SIZE, CLASSIFIER_LABELS, "false"),
+}
+WITHOUT_LABEL_FILES = ("yolo_nms", "yolo_pose", "classifier_yolo")  # their names come from metadata.yaml
 
 
 def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with TensorFlow
@@ -268,6 +299,15 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
                 "output_1": yolo_protos(images[0])[None],
             }
 
+    class YoloPose(tf.Module):
+        """A pose model's raw rows: box, one class score, 17 keypoints (x, y, visibility)."""
+
+        @tf.function(input_signature=[yolo_spec])
+        def serve(self, images):
+            raw = yolo_raw(images[0], 0)[:5]  # box rows and the first class as "person"
+            keypoints = tf.ones([51, YOLO_CANDIDATES]) * 0.9
+            return {"output_0": tf.concat([raw, keypoints], 0)[None]}
+
     class YoloNms(tf.Module):
         @tf.function(input_signature=[yolo_spec])
         def serve(self, images):
@@ -333,6 +373,7 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
         "yolo": Yolo(),
         "yolo_seg": YoloSeg(),
         "yolo_nms": YoloNms(),
+        "yolo_pose": YoloPose(),
         "classifier_keras": ClassifierKeras(),
         "classifier_logits": ClassifierLogits(),
         "classifier_yolo": ClassifierYolo(),
@@ -350,13 +391,20 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
             function = _renamed_input(tf, module.serve, input_keys[name])
         tf.saved_model.save(module, str(out / name / "1"), signatures={"serving_default": function})
         config.append(f'  config {{ name: "{name}" base_path: "{name}" model_platform: "tensorflow" }}')
-        if not name.startswith("classifier"):
-            (out / name / "label_map.pbtxt").write_text(LABEL_MAP)
         if name in SETTINGS:
             (out / name / "gateway.toml").write_text(SETTINGS[name])
+        if name in METADATA:
+            task, size, names, nms = METADATA[name]
+            listed = "\n".join(f"  {i}: {label}" for i, label in enumerate(names))
+            metadata = ULTRALYTICS_METADATA.format(task=task, size=size, names=listed, nms=nms)
+            (out / name / "1" / "metadata.yaml").write_text(metadata)
+        if name in WITHOUT_LABEL_FILES:
+            continue
+        if name.startswith("classifier"):
+            (out / name / "labels.txt").write_text("\n".join(CLASSIFIER_LABELS) + "\n")
+        else:
+            (out / name / "label_map.pbtxt").write_text(LABEL_MAP)
     config.append("}")
-    for name in ("classifier_keras", "classifier_logits", "classifier_yolo"):
-        (out / name / "labels.txt").write_text("\n".join(CLASSIFIER_LABELS) + "\n")
     (out / "models.config").write_text("\n".join(config) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""The prediction JSON of DESIGN.md, produced by the domain types."""
+"""The prediction JSON (docs/architecture.md), produced by the domain types."""
 
 from __future__ import annotations
 

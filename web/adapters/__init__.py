@@ -9,6 +9,8 @@ docs/architecture.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 from web.adapters.base import (
     Layout,
     ModelAdapter,
@@ -21,6 +23,7 @@ from web.adapters.keras_hub import KerasHubAdapter
 from web.adapters.model_garden import ModelGardenAdapter
 from web.adapters.od_api import OdApiAdapter
 from web.adapters.yolo import YoloAdapter, YoloNmsAdapter
+from web.export_metadata import ExportMetadata
 from web.model_settings import ModelSettings
 from web.signatures import ImageInput, InputKind, ModelSignature
 
@@ -34,6 +37,10 @@ ADAPTERS: tuple[ModelAdapter, ...] = (
 )
 FAMILIES: tuple[str, ...] = tuple(adapter.family for adapter in ADAPTERS)
 BY_FAMILY = {adapter.family: adapter for adapter in ADAPTERS}
+# Ultralytics tasks (metadata.yaml) -> the families that read them, and the preprocessing their
+# predictors use where it differs from the family default (classify: resize + centre crop, 0-1).
+TASK_FAMILIES = {"detect": ("yolo", "yolo_nms"), "segment": ("yolo", "yolo_nms"), "classify": ("classifier",)}
+TASK_SETTINGS = {"classify": ModelSettings(resize="crop", pixel_range="0-1")}
 
 __all__ = [
     "ADAPTERS",
@@ -47,9 +54,30 @@ __all__ = [
 ]
 
 
-def read_model(signature: ModelSignature, settings: ModelSettings, settings_path: str) -> ModelReading:
-    """Choose the adapter for a model version (with its gateway.toml settings) once; see the module doc."""
-    reading = ModelReading(signature, settings, settings_path)
+def read_model(
+    signature: ModelSignature,
+    settings: ModelSettings,
+    settings_path: str,
+    metadata: ExportMetadata | None = None,
+) -> ModelReading:
+    """Choose the adapter for a model version once, from its signature, its gateway.toml settings and
+    what its exporter wrote beside it (`metadata`); see the module doc."""
+    adapters = ADAPTERS
+    effective = settings
+    if metadata is not None and metadata.task and not settings.family:
+        families = TASK_FAMILIES.get(metadata.task)
+        if families is None:
+            reading = ModelReading(signature, settings, settings_path, metadata=metadata)
+            return _refused(
+                reading,
+                f"{metadata.file} says this is an {metadata.exporter} '{metadata.task}' model, which the "
+                "gateway does not read (it reads detect, segment and classify models; the extra rows of a "
+                f'{metadata.task} model would be taken for classes). To read it anyway, set family = "..." '
+                f"in {settings_path}",
+            )
+        adapters = tuple(adapter for adapter in ADAPTERS if adapter.family in families)
+        effective = merge_settings(TASK_SETTINGS.get(metadata.task), settings)
+    reading = ModelReading(signature, effective, settings_path, metadata=metadata, file_settings=settings)
     image_input = signature.image_input
     if image_input is None:
         return _refused(reading, signature.input_problem or "the signature has no image input")
@@ -67,7 +95,7 @@ def read_model(signature: ModelSignature, settings: ModelSettings, settings_path
         return _chosen(reading, adapter, layout, (adapter.family,))
     claims: list[tuple[ModelAdapter, Layout]] = []
     reasons: dict[str, str] = {}
-    for adapter in ADAPTERS:
+    for adapter in adapters:
         try:
             layout = adapter.recognize(signature)
             adapter.check_input(image_input, settings)
@@ -96,9 +124,17 @@ def read_model(signature: ModelSignature, settings: ModelSettings, settings_path
     )
 
 
+def merge_settings(defaults: ModelSettings | None, settings: ModelSettings) -> ModelSettings:
+    """`settings` with every key it leaves unset taken from `defaults`."""
+    if defaults is None:
+        return settings
+    given = {key: value for key, value in settings.given().items()}
+    return dataclasses.replace(defaults, **given, source=settings.source)
+
+
 def _refused(reading: ModelReading, problem: str, candidates: tuple[str, ...] = ()) -> ModelReading:
-    return ModelReading(
-        reading.signature, reading.settings, reading.settings_path, problem=problem, candidates=candidates
+    return dataclasses.replace(
+        reading, adapter=None, layout=None, preprocessing=None, problem=problem, candidates=candidates
     )
 
 
@@ -106,7 +142,7 @@ def _chosen(
     reading: ModelReading, adapter: ModelAdapter, layout: Layout, candidates: tuple[str, ...]
 ) -> ModelReading:
     image_input = reading.signature.image_input
-    problem = _settings_problem(image_input, reading.settings, reading.settings_path)
+    problem = _settings_problem(image_input, reading.file_settings or reading.settings, reading.settings_path)
     if problem:
         return _refused(reading, problem, candidates)
     preprocessing = adapter.preprocessing(image_input, reading.settings)
@@ -119,14 +155,8 @@ def _chosen(
                 f"{channels} channel{'s' if channels > 1 else ''}",
                 candidates,
             )
-    return ModelReading(
-        reading.signature,
-        reading.settings,
-        reading.settings_path,
-        adapter=adapter,
-        layout=layout,
-        preprocessing=preprocessing,
-        candidates=candidates,
+    return dataclasses.replace(
+        reading, adapter=adapter, layout=layout, preprocessing=preprocessing, candidates=candidates
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from web.adapters.frames import Frame
 from web.domain import Classification, Detection
+from web.export_metadata import ExportMetadata
 from web.label_maps import LabelMap
 from web.model_settings import ModelSettings
 from web.options import PredictOptions
@@ -70,13 +71,15 @@ class ModelReading:
     """
 
     signature: ModelSignature
-    settings: ModelSettings
+    settings: ModelSettings  # gateway.toml over what the export's metadata implies
     settings_path: str  # where gateway.toml is (or would be), for messages
     adapter: ModelAdapter | None = None
     layout: Layout | None = None
     preprocessing: Preprocessing | None = None
     problem: str | None = None
     candidates: tuple[str, ...] = ()
+    metadata: ExportMetadata | None = None
+    file_settings: ModelSettings | None = None  # what gateway.toml itself says (None: as `settings`)
 
     @property
     def model(self) -> str:

@@ -1,6 +1,7 @@
 """Image classifiers: a Keras 3 export (`keras_tensor` -> `output_0` softmax) that wants ImageNet
-mean/std, an Ultralytics -cls style model that wants a centre crop and 0-1 pixels (both declared in
-the gateway.toml beside them), and a model answering raw logits. Through gunicorn on every endpoint."""
+mean/std (declared in the gateway.toml beside it), an Ultralytics -cls model that wants a centre crop
+and 0-1 pixels (which its metadata.yaml implies, with its class names), and a model answering raw
+logits. Through gunicorn on every endpoint."""
 
 from __future__ import annotations
 
@@ -81,9 +82,9 @@ def test_logits_without_a_declared_activation_are_refused(family_gateway: Family
 def test_model_detail(family_gateway: FamilyGateway) -> None:
     detail = family_gateway.detail("classifier_yolo")
     assert (detail["family"], detail["kind"], detail["class_offset"]) == ("classifier", "classification", 1)
-    assert detail["settings"]["found"] is True
-    assert detail["settings"]["values"] == {"resize": "crop", "pixel_range": "0-1"}
-    assert detail["preprocessing"]["resize"] == "crop"
+    assert detail["settings"]["found"] is False and detail["settings"]["values"] == {}
+    assert detail["export_metadata"]["task"] == "classify" and detail["label_source"] == "metadata.yaml"
+    assert (detail["preprocessing"]["resize"], detail["preprocessing"]["pixel_range"]) == ("crop", "0-1")
     keras = family_gateway.detail("classifier_keras")
     assert keras["preprocessing"]["mean"] == list(fam.IMAGENET_MEAN)
     assert keras["input"] == {

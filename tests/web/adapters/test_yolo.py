@@ -1,11 +1,13 @@
 """Ultralytics YOLO SavedModels: raw output with NMS in the gateway (detect and segment) and the
 nms=True export. The gateway letterboxes to 320x320 with grey 114 and scales to 0-1; boxes come back
-in the upload's pixels. Through gunicorn and real gRPC on every endpoint."""
+in the upload's pixels. Through gunicorn and real gRPC on every endpoint. The nms=True model has no
+label map: its class names come from the metadata.yaml Ultralytics writes into the export."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import requests
 from pycocotools import mask as coco_mask
 
 from tests.support import family_models as fam
@@ -110,3 +112,24 @@ def test_model_detail(family_gateway: FamilyGateway, model: str, kind: str, fami
         detail["preprocessing"]["resize"] == "letterbox" and detail["preprocessing"]["pixel_range"] == "0-1"
     )
     assert detail["preprocessing"]["pad_value"] == 114 and detail["input"]["name"] == "images"
+
+
+def test_class_names_come_from_ultralytics_metadata(family_gateway: FamilyGateway) -> None:
+    detail = family_gateway.detail("yolo_nms")
+    assert detail["label_source"] == "metadata.yaml"
+    assert detail["export_metadata"] == {
+        "file": detail["export_metadata"]["file"],
+        "exporter": "Ultralytics",
+        "task": "detect",
+        "classes": 3,
+    }
+    assert detail["export_metadata"]["file"].endswith("yolo_nms/1/metadata.yaml")
+    labels = requests.get(f"{family_gateway.url}/api/v1/models/yolo_nms/labels", timeout=60).json()
+    assert labels == {"1": "circle", "2": "square", "3": "triangle"}  # class 0 is the label map's id 1
+
+
+def test_a_pose_model_is_not_taken_for_a_detector(family_gateway: FamilyGateway) -> None:
+    detail = family_gateway.detail("yolo_pose")
+    assert detail["kind"] == "unknown" and detail["family"] is None
+    assert "says this is an Ultralytics 'pose' model, which the gateway does not read" in detail["problem"]
+    assert family_gateway.predict("yolo_pose", scene(WIDTH, HEIGHT, RECT)).status_code == 422
