@@ -40,7 +40,7 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
         assert f"open http://localhost:{port}/" in log.read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
             ready = json.load(response)
-        assert response.status == 200 and set(ready["models"]) == {"shapes", "shapes_jpeg"}
+        assert response.status == 200 and set(ready["models"]) == {"shapes", "shapes_jpeg", "digits"}
         children = _children(proc.pid)
         assert len(children) == 2  # the model server and gunicorn's master
 
