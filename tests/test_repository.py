@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TEXT_SUFFIXES = {".py", ".md", ".html", ".css", ".js", ".txt", ".toml", ".yaml", ".yml", ".cfg", ".config", ""}
+TEXT_SUFFIXES = {".py", ".md", ".html", ".css", ".js", ".txt", ".toml", ".yaml", ".yml", ".config", ""}
 OUTSIDE = ("DESIGN.md", "../shared", "shared/seeds")
 
 

@@ -3,6 +3,7 @@ and the gateway under gunicorn in front of it, all over real HTTP and real gRPC.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,24 @@ def family_gateway(
     settings = {"TF_SERVING_ADDRESS": family_server, "MODEL_CONFIG_FILE": family_models / "models.config"}
     with running_gateway(folder, workers=2, threads=4, **settings) as url:
         yield FamilyGateway(url)
+
+
+@pytest.fixture()
+def settings_app(make_app, family_server: str, family_models: Path, tmp_path: Path):
+    """A test-client app in front of the family models whose MODELS_DIR holds gateway.toml files the
+    test writes with `write(model, text)` (each write gets a new mtime, so it is re-read)."""
+    folder = tmp_path / "settings"
+
+    def write(model: str, text: str) -> Path:
+        path = folder / model / "gateway.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = path.stat().st_mtime_ns if path.exists() else 0
+        path.write_text(text)
+        os.utime(path, ns=(previous + 10**9, previous + 10**9))
+        return path
+
+    app = make_app(
+        TF_SERVING_ADDRESS=family_server, MODEL_CONFIG_FILE=family_models / "models.config", MODELS_DIR=folder
+    )
+    return app.test_client(), write
+

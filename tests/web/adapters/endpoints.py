@@ -106,6 +106,15 @@ class FamilyGateway:
         return page.text, body
 
 
+def post_to_app(client, model: str, image: bytes, query: str = ""):
+    """/predict through a Flask test client (for apps a test configures itself)."""
+    return client.post(
+        f"/api/v1/models/{model}/predict{query}",
+        data={"image": (io.BytesIO(image), "a.png")},
+        content_type="multipart/form-data",
+    )
+
+
 def picture_of(response: requests.Response) -> np.ndarray:
     assert response.status_code == 200, response.text[:2000]
     assert response.headers["Content-Type"] == "image/jpeg"

@@ -3,14 +3,10 @@ defaults, re-read when it changes, and refused where it cannot apply."""
 
 from __future__ import annotations
 
-import io
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.support.signatures import reading
-from tests.web.adapters.endpoints import scene
+from tests.web.adapters.endpoints import post_to_app, scene
 from web.model_settings import ModelSettingsError, parse_model_settings
 
 IMAGE = scene(640, 400, (100, 60, 300, 260))
@@ -103,30 +99,8 @@ def test_pixel_settings_that_cannot_apply_are_refused() -> None:
 # -- against the running family models, with gateway.toml files the tests write ------------------
 
 
-@pytest.fixture()
-def settings_app(make_app, family_server: str, family_models: Path, tmp_path: Path):
-    folder = tmp_path / "settings"
-
-    def write(model: str, text: str) -> Path:
-        path = folder / model / "gateway.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        previous = path.stat().st_mtime_ns if path.exists() else 0
-        path.write_text(text)
-        os.utime(path, ns=(previous + 10**9, previous + 10**9))  # a new mtime even within one tick
-        return path
-
-    app = make_app(
-        TF_SERVING_ADDRESS=family_server, MODEL_CONFIG_FILE=family_models / "models.config", MODELS_DIR=folder
-    )
-    return app.test_client(), write
-
-
 def post(client, model: str, query: str = ""):
-    return client.post(
-        f"/api/v1/models/{model}/predict{query}",
-        data={"image": (io.BytesIO(IMAGE), "a.png")},
-        content_type="multipart/form-data",
-    )
+    return post_to_app(client, model, IMAGE, query)
 
 
 def test_settings_override_the_family_defaults_and_are_reread(settings_app) -> None:

@@ -4,13 +4,9 @@ They are listed with a `problem` naming the candidates and the setting that deci
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
-import pytest
 import requests
 
-from tests.web.adapters.endpoints import FamilyGateway, check_bright_box, scene
+from tests.web.adapters.endpoints import FamilyGateway, check_bright_box, post_to_app, scene
 
 IMAGE = scene(640, 400, (100, 60, 300, 260))
 
@@ -51,29 +47,8 @@ def test_a_signature_no_family_knows_is_refused_naming_every_family(family_gatew
     assert response.status_code == 422 and "no model family recognizes" in response.json()["error"]["message"]
 
 
-@pytest.fixture()
-def settings_app(make_app, family_server: str, family_models: Path, tmp_path: Path):
-    """An app whose MODELS_DIR holds gateway.toml files the test writes (next to no model's own)."""
-
-    def write(model: str, text: str):
-        folder = tmp_path / "settings" / model
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "gateway.toml").write_text(text)
-
-    app = make_app(
-        TF_SERVING_ADDRESS=family_server,
-        MODEL_CONFIG_FILE=family_models / "models.config",
-        MODELS_DIR=tmp_path / "settings",
-    )
-    return app.test_client(), write
-
-
-def post(client, model: str, image: bytes = IMAGE, query: str = ""):
-    return client.post(
-        f"/api/v1/models/{model}/predict{query}",
-        data={"image": (io.BytesIO(image), "a.png")},
-        content_type="multipart/form-data",
-    )
+def post(client, model: str, query: str = ""):
+    return post_to_app(client, model, IMAGE, query)
 
 
 def test_family_in_gateway_toml_settles_an_ambiguous_signature(settings_app) -> None:
