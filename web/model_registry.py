@@ -188,7 +188,8 @@ class ModelRegistry:
         try:
             settings = self._load_settings(path, shown, mtime)
         except ModelSettingsError as exc:
-            reading = ModelReading(signature, ModelSettings(), shown, problem=str(exc), metadata=metadata)
+            broken = ModelSettings(source=shown)  # the file is there, but unusable
+            reading = ModelReading(signature, broken, shown, problem=str(exc), metadata=metadata)
         else:
             reading = read_model(signature, settings, shown, metadata)
         with self._lock:

@@ -128,8 +128,7 @@ def merge_settings(defaults: ModelSettings | None, settings: ModelSettings) -> M
     """`settings` with every key it leaves unset taken from `defaults`."""
     if defaults is None:
         return settings
-    given = {key: value for key, value in settings.given().items()}
-    return dataclasses.replace(defaults, **given, source=settings.source)
+    return dataclasses.replace(defaults, **settings.given(), source=settings.source)
 
 
 def _refused(reading: ModelReading, problem: str, candidates: tuple[str, ...] = ()) -> ModelReading:
