@@ -84,7 +84,7 @@ def read_model(
     if settings.family:
         adapter = BY_FAMILY[settings.family]
         try:
-            layout = adapter.recognize(signature)
+            layout = adapter.recognize_as_told(signature)
             adapter.check_input(image_input, settings)
         except NotRecognized as exc:
             return _refused(

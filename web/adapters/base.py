@@ -129,6 +129,11 @@ class ModelAdapter(ABC):
     def recognize(self, signature: ModelSignature) -> Layout:
         """The layout of a signature this family wrote; raise NotRecognized saying why not."""
 
+    def recognize_as_told(self, signature: ModelSignature) -> Layout:
+        """The layout when gateway.toml names this family: the same checks by default; a family may
+        accept more here than it would claim on its own (e.g. outputs it does not read)."""
+        return self.recognize(signature)
+
     def default_preprocessing(self, image_input: ImageInput) -> Preprocessing:
         """How this family's exports want their pixels (overridden by gateway.toml keys)."""
         return Preprocessing(resize="stretch" if image_input.fixed_size else "none")

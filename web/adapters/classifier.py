@@ -44,6 +44,7 @@ class ClassifierAdapter(ModelAdapter):
     class_offset = 1  # score index 0 is the label map's id 1 (the first line of labels.txt)
 
     def recognize(self, signature: ModelSignature) -> Layout:
+        """Claims a signature only when every output is a score (or `classes`) tensor [batch, C]."""
         scores, classes = [], None
         for spec in signature.outputs.values():
             if spec.rank != 2:
@@ -59,12 +60,15 @@ class ClassifierAdapter(ModelAdapter):
                 )
             else:
                 scores.append(spec.key)
-        if not scores:
-            raise NotRecognized("no score output [batch, classes]")
-        ranked = sorted(scores, key=lambda key: (_preference(key), key))
-        score = ranked[0]
-        read = (score, *((classes,) if classes else ()))
-        return Layout("classification", read, {"scores": score, "classes": classes})
+        return _layout(scores, classes)
+
+    def recognize_as_told(self, signature: ModelSignature) -> Layout:
+        """Told it is a classifier: read the best-named float [batch, C] output, whatever its name, and
+        leave other outputs (features, embeddings) alone."""
+        outputs = signature.outputs.values()
+        classes = next((s.key for s in outputs if s.rank == 2 and s.key.lower() in CLASSES_NAMES), None)
+        scores = [s.key for s in outputs if s.rank == 2 and s.is_float and s.key != classes]
+        return _layout(scores, classes)
 
     def decode(
         self,
@@ -97,6 +101,14 @@ class ClassifierAdapter(ModelAdapter):
             class_offset=reading.class_offset,
             names=names,
         )
+
+
+def _layout(scores: list[str], classes: str | None) -> Layout:
+    if not scores:
+        raise NotRecognized("no score output [batch, classes]")
+    score = sorted(scores, key=lambda key: (_preference(key), key))[0]
+    read = (score, *((classes,) if classes else ()))
+    return Layout("classification", read, {"scores": score, "classes": classes})
 
 
 def _preference(key: str) -> int:

@@ -181,3 +181,11 @@ def test_input_problems_come_first() -> None:
         model.problem
         == "the gateway feeds exactly one image input; this signature requires inputs: image, threshold"
     )
+
+
+def test_told_it_is_a_classifier_the_gateway_reads_past_other_outputs() -> None:
+    outputs = {"class_scores_v2": (F, (1, 10)), "features": (F, (1, 7, 7, 512))}
+    inputs = {"x": (F, (1, 224, 224, 3))}
+    assert reading(outputs, inputs).adapter is None  # not claimed on its own
+    told = reading(outputs, inputs, family="classifier")
+    assert told.family == "classifier" and told.output_filter() == ["class_scores_v2"]
