@@ -18,6 +18,8 @@ from web.settings import Settings, SettingsError
 __all__ = ["create_app", "Settings", "SettingsError"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_FORM_PARTS = 200
+MAX_FORM_FIELD_BYTES = 256 * 1024  # Werkzeug applies it to its read buffer too: well above 64 KiB
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -37,6 +39,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # The HTML blueprint serves web/static at /assets; no second copy at Flask's default /static.
     app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    # A batch is at most 64 images plus a label map and a few options; text fields are short.
+    app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False
     app.extensions["gateway"] = Gateway(settings, store=ResultStore.from_settings(settings))
     if not app.debug and not logging.getLogger().handlers:

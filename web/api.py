@@ -9,21 +9,24 @@ requires `Authorization: Bearer <key>` or `X-API-Key: <key>` (compared in consta
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_restx import Api, Namespace, Resource, fields, reqparse
 from werkzeug.datastructures import CombinedMultiDict, FileStorage
 
-from web.errors import BadRequest, Unauthorized, error_response
+from web.errors import BadRequest, InsufficientStorage, Unauthorized, error_response
 from web.gateway import Gateway, display_name
 from web.images import EXTENSIONS, sniff_format
 from web.label_maps import LabelMap, parse_label_map
 from web.options import PredictOptions
+from web.storage import StorageError
 
 API_PREFIX = "/api/v1"
 PUBLIC_ENDPOINTS = frozenset({"api.doc", "api.specs", "api.root"})
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
 
 ns = Namespace("models", description="Models served by the model server, their labels, and predictions")
 
@@ -148,8 +151,13 @@ def _options() -> PredictOptions:
 
 
 def _flag(name: str) -> bool:
-    value = request.args.get(name) or request.form.get(name) or ""
-    return value.strip().lower() in TRUE_VALUES
+    """A boolean option (query or form); anything but true/false/1/0/yes/no/on/off is a 400."""
+    value = (request.args.get(name) or request.form.get(name) or "").strip().lower()
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    raise BadRequest(f"{name} must be true or false, not {value[:40]!r}")
 
 
 def _uploads(many: bool) -> list[tuple[str | None, bytes]]:
@@ -171,15 +179,23 @@ def _label_map() -> LabelMap | None:
     return parse_label_map(upload.read(), display_name(upload.filename, "label_map.pbtxt"))
 
 
-def _read_predict_request(
-    model: str, many: bool
-) -> tuple[Gateway, PredictOptions, LabelMap | None, list[tuple[str | None, bytes]]]:
+@dataclass(frozen=True)
+class _PredictRequest:
+    gateway: Gateway
+    options: PredictOptions
+    store: bool
+    label_map: LabelMap | None
+    uploads: list[tuple[str | None, bytes]]
+
+
+def _read_predict_request(model: str, many: bool) -> _PredictRequest:
     """What every predict endpoint reads, in the order its mistakes are reported: the model (404),
     the options (400), the label map (400), then the images."""
     gateway = _gateway()
     gateway.check_model(model)
     options = _options()
-    return gateway, options, _label_map(), _uploads(many)
+    store = _flag("store")
+    return _PredictRequest(gateway, options, store, _label_map(), _uploads(many))
 
 
 def _server_timing(timings: dict[str, float]) -> str:
@@ -197,15 +213,22 @@ def _store(
     """Keep a result for the HTML pages (only when the client asked with store=true)."""
     if rendered is None:
         rendered = gateway.render(image, prediction, "jpeg")
-    result_id = gateway.store.save(
-        image,
-        EXTENSIONS[sniff_format(image)],
-        rendered,
-        "jpg",
-        prediction.to_dict(),
-        source_name=display_name(filename, "") or None,
-        options=options.to_dict(),
-    )
+    try:
+        result_id = gateway.store.save(
+            image,
+            EXTENSIONS[sniff_format(image)],
+            rendered,
+            "jpg",
+            prediction.to_dict(),
+            source_name=display_name(filename, "") or None,
+            options=options.to_dict(),
+        )
+    except StorageError as exc:
+        current_app.logger.error("storing a result failed: %s", exc)
+        raise InsufficientStorage(
+            f"the prediction worked but the result could not be stored ({exc}): free space in "
+            "OUTPUT_FOLDER and UPLOAD_FOLDER, or send the request without store=true"
+        ) from None
     return f"/results/{result_id}"
 
 
@@ -254,10 +277,13 @@ class Predict(Resource):
     @ns.response(504, "model server deadline exceeded", error_model)
     def post(self, model: str) -> Response:
         """Detect (or classify) one uploaded image; boxes are in pixels of the upload, masks COCO RLE."""
-        gateway, options, label_map, ((filename, image),) = _read_predict_request(model, many=False)
-        prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
+        req = _read_predict_request(model, many=False)
+        gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
+        prediction = gateway.predict(
+            model, image, options=options, label_map=req.label_map, filename=filename
+        )
         body = prediction.to_dict()
-        if _flag("store"):
+        if req.store:
             body["result_url"] = _store(gateway, image, filename, prediction, None, options)
             body["timings_ms"] = {k: round(v, 2) for k, v in prediction.timings_ms.items()}
         response = jsonify(body)
@@ -278,11 +304,14 @@ class PredictImage(Resource):
         fmt = (request.args.get("format") or request.form.get("format") or "jpeg").strip().lower()
         if fmt not in ("jpeg", "jpg", "png"):
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
-        gateway, options, label_map, ((filename, image),) = _read_predict_request(model, many=False)
-        prediction = gateway.predict(model, image, options=options, label_map=label_map, filename=filename)
+        req = _read_predict_request(model, many=False)
+        gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
+        prediction = gateway.predict(
+            model, image, options=options, label_map=req.label_map, filename=filename
+        )
         rendered = gateway.render(image, prediction, fmt)
         response = Response(rendered, mimetype="image/png" if fmt == "png" else "image/jpeg")
-        if _flag("store"):
+        if req.store:
             jpeg = rendered if fmt != "png" else None
             response.headers["Location"] = _store(gateway, image, filename, prediction, jpeg, options)
         response.headers["Server-Timing"] = _server_timing(prediction.timings_ms)
@@ -299,14 +328,15 @@ class PredictBatch(Resource):
     @ns.response(400, "a bad image (the message names its position and file name)", error_model)
     def post(self, model: str) -> Response:
         """Several `image` parts in one request; answers a list of predictions in the same order."""
-        gateway, options, label_map, uploads = _read_predict_request(model, many=True)
-        predictions = gateway.predict_batch(model, uploads, options=options, label_map=label_map)
-        store = _flag("store")
+        req = _read_predict_request(model, many=True)
+        predictions = req.gateway.predict_batch(
+            model, req.uploads, options=req.options, label_map=req.label_map
+        )
         body = []
-        for (filename, image), prediction in zip(uploads, predictions, strict=True):
+        for (filename, image), prediction in zip(req.uploads, predictions, strict=True):
             item = prediction.to_dict()
-            if store:
-                item["result_url"] = _store(gateway, image, filename, prediction, None, options)
+            if req.store:
+                item["result_url"] = _store(req.gateway, image, filename, prediction, None, req.options)
             body.append(item)
         return jsonify(body)
 

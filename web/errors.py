@@ -76,12 +76,47 @@ class ModelServerTimeout(GatewayError):
     status = 504
 
 
+class ServiceBusy(GatewayError):
+    """Try again shortly: the gateway is at a limit, or the model is still loading (503 + Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InsufficientStorage(GatewayError):
+    """The prediction worked but the result could not be stored (disk full, folder not writable)."""
+
+    status = 507
+
+
 _WERKZEUG_MESSAGES = {
     404: "no such page: check the URL (the API lives under /api/v1, its documentation at /docs)",
     405: "this URL does not accept the {method} method",
 }
 
 GENERIC_500 = "internal error in the gateway; it has been logged — please try again or report it"
+
+
+def _too_large_message() -> str:
+    """Which limit a 413 from Werkzeug hit: the body size, or the form's part count / text field size."""
+    config = current_app.config
+    limit = config.get("MAX_CONTENT_LENGTH")
+    length = request.content_length
+    size = f" ({limit / (1024 * 1024):g} MiB)" if limit else ""
+    body = f"the upload is larger than MAX_CONTENT_LENGTH{size}: send a smaller file"
+    form = (
+        f"the form has more than {config.get('MAX_FORM_PARTS')} parts or a text field larger than "
+        f"{config.get('MAX_FORM_MEMORY_SIZE', 0) // 1024} KiB: send the image as a file part and only the "
+        "documented fields"
+    )
+    if limit and length is not None and length > limit:
+        return body
+    if length is not None:
+        return form
+    return f"{body}, or {form}"
 
 
 def describe(exc: BaseException) -> tuple[int, str]:
@@ -91,9 +126,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, HTTPException):
         code = exc.code or 500
         if code == 413:
-            limit = current_app.config.get("MAX_CONTENT_LENGTH")
-            size = f" ({limit / (1024 * 1024):g} MiB)" if limit else ""
-            return 413, f"the upload is larger than MAX_CONTENT_LENGTH{size}: send a smaller file"
+            return 413, _too_large_message()
         if code in _WERKZEUG_MESSAGES:
             return code, _WERKZEUG_MESSAGES[code].format(method=request.method)
         if code >= 500:
@@ -128,6 +161,8 @@ def error_response(exc: BaseException) -> Response:
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if isinstance(exc, ServiceBusy):
+        response.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, HTTPException) and status == 405 and exc.get_response().headers.get("Allow"):
         response.headers["Allow"] = exc.get_response().headers["Allow"]
     return response

@@ -21,6 +21,7 @@ from web import images, metrics
 from web.adapters import ModelReading
 from web.adapters.frames import Frame
 from web.adapters.inputs import encoded_input, plan_input, tensor_input
+from web.decode_budget import DecodeBudget
 from web.domain import Prediction
 from web.errors import (
     BadRequest,
@@ -111,6 +112,7 @@ class Gateway:
             self.client, settings.model_config_file, settings.models_dir
         )
         self.store = store
+        self.decode_budget = DecodeBudget(settings.max_decode_pixels_in_flight, settings.decode_wait_s)
 
     # -- models -------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -248,9 +250,20 @@ class Gateway:
         # Decode group by group, so a batch of big photos for a [1, H, W, 3] model never holds more
         # than one decoded image at a time.
         for group in self._groups(reading, checked):
-            prepared = [self._prepare(reading, data, info, ms) for data, info, ms in group]
-            predictions.extend(self._run(model, reading, prepared, options, labels))
+            with self.decode_budget.reserve(self._decoded_pixels(reading, group), "this upload"):
+                prepared = [self._prepare(reading, data, info, ms) for data, info, ms in group]
+                predictions.extend(self._run(model, reading, prepared, options, labels))
         return predictions
+
+    @staticmethod
+    def _decoded_pixels(reading: ModelReading, group: list[_Checked]) -> int:
+        """What preparing a group holds decoded: nothing for upright JPEG/PNG sent as they are."""
+        total = 0
+        for _, info, _ in group:
+            if reading.image_input.kind == InputKind.ENCODED and images.sent_as_uploaded(info):
+                continue
+            total += info.width * info.height
+        return total
 
     def _frame(self, reading: ModelReading, info: images.ImageInfo) -> Frame:
         return plan_input(info, reading.image_input, reading.preprocessing, self.settings.max_input_side)
@@ -388,9 +401,11 @@ class Gateway:
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
         start = time.perf_counter()
         info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels)
-        picture = images.decode_image(image, info)
-        drawn = render_prediction(picture, prediction.detections, prediction.classes)
-        data = images.encode_image(drawn, encoding)
+        with self.decode_budget.reserve(2 * info.width * info.height, "drawing this picture"):
+            picture = images.decode_image(image, info)
+            drawn = render_prediction(picture, prediction.detections, prediction.classes)
+            del picture
+            data = images.encode_image(drawn, encoding)
         render_ms = _ms(start)
         prediction.timings_ms["render"] = render_ms
         prediction.timings_ms["total"] = prediction.timings_ms.get("total", 0.0) + render_ms

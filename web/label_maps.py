@@ -21,6 +21,7 @@ from web import label_map_pb2
 from web.errors import LabelMapError
 
 MAX_LABEL_MAP_BYTES = 1024 * 1024
+MAX_NESTING = 32  # StringIntLabelMap nests 3 deep (item { keypoints { ... } }); protobuf's parser recurses
 PBTXT_SUFFIXES = (".pbtxt", ".pbtext", ".prototxt", ".textproto", ".pb.txt")
 _PBTXT_START = re.compile(rb"^\s*(#[^\n]*\n\s*)*item\s*\{", re.DOTALL)
 
@@ -69,13 +70,48 @@ def load_label_map(path: Path) -> LabelMap:
     return parse_label_map(data, path.name)
 
 
+def nesting_depth(text: str) -> int:
+    """How deep `{ }` / `< >` blocks nest in a text proto, outside strings and comments."""
+    depth = deepest = 0
+    quote = None
+    escaped = comment = False
+    for char in text:
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            comment = True
+        elif char in "{<":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "}>":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _parse_pbtxt(text: str, name: str) -> LabelMap:
+    depth = nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise LabelMapError(
+            f"label map {name} nests blocks {depth} levels deep; a StringIntLabelMap needs 3 and at most "
+            f"{MAX_NESTING} are read"
+        )
     message = label_map_pb2.StringIntLabelMap()
     logger = logging.getLogger("google.protobuf.text_format")
     previous = logger.level
     logger.setLevel(logging.ERROR)  # unknown fields are expected (keypoints, frequency, ...)
     try:
         text_format.Parse(text, message, allow_unknown_field=True)
+    except RecursionError:
+        raise LabelMapError(f"label map {name} nests blocks too deeply to read") from None
     except text_format.ParseError as exc:
         detail = re.sub(r"^\d+:\d+ : ", "", str(exc))
         where = f"line {exc.GetLine()}, column {exc.GetColumn()}" if exc.GetLine() else "syntax"

@@ -13,6 +13,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -41,6 +42,17 @@ STAGE_LATENCY = Histogram(
     "Time spent per prediction stage (decode, predict, postprocess, render, total), per model.",
     ["model", "stage"],
     buckets=_LATENCY_BUCKETS,
+)
+
+
+DECODE_PIXELS = Gauge(
+    "gateway_decode_pixels_in_flight",
+    "Pixels this worker holds decoded (or being drawn) right now; MAX_DECODE_PIXELS_IN_FLIGHT bounds it.",
+    multiprocess_mode="livesum",
+)
+DECODE_REFUSALS = Counter(
+    "gateway_decode_budget_refusals_total",
+    "Requests answered 503 because the decode budget stayed full longer than DECODE_WAIT_S.",
 )
 
 

@@ -24,6 +24,7 @@ from web.errors import (
     GatewayError,
     LabelMapError,
     ModelNotFound,
+    ServiceBusy,
 )
 from web.export_metadata import ExportMetadata, read_export_metadata
 from web.label_maps import LabelMap, load_label_map
@@ -35,6 +36,7 @@ from web.signatures import ModelSignature, parse_signature
 
 LABEL_FILES = ("label_map.pbtxt", "labels.txt")
 RESOLVE_TTL_S = 5.0
+LOADING_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,7 @@ class ModelRegistry:
             raise
         except ModelNotFound as exc:
             if version is None and version_label is None:
-                raise ModelNotFound(
-                    f"model '{name}' has no loaded version on the model server ({exc.message})"
-                ) from None
+                raise self.not_available_yet(name, exc.message) from None
             raise self.version_not_found(name, version, version_label) from None
         actual = int(metadata.model_spec.version.value) if metadata.model_spec.HasField("version") else 0
         actual = actual or (version or 0)
@@ -246,6 +246,22 @@ class ModelRegistry:
         with self._lock:
             for key in [key for key in self._resolved if key[0] == name]:
                 del self._resolved[key]
+
+    def not_available_yet(self, name: str, detail: str) -> ServiceBusy:
+        """A configured model without an AVAILABLE version is loading (or failing to): 503, try later."""
+        try:
+            states = self.versions(name)
+        except GatewayError:
+            states = []
+        seen = (
+            ", ".join(f"version {v.version} is {v.state}" for v in states)
+            or "the model server does not list it yet"
+        )
+        return ServiceBusy(
+            f"model '{name}' is configured but has no AVAILABLE version ({seen}; {detail}): it is probably "
+            "still loading, try again in a few seconds",
+            retry_after=LOADING_RETRY_AFTER_S,
+        )
 
     def version_not_found(self, name: str, version: int | None, label: str | None) -> ModelNotFound:
         """A 404 that names the versions the model does have."""

@@ -36,6 +36,8 @@ class Settings:
     max_input_side: int = 1600
     results_max_count: int = 200
     results_max_bytes: int = 512 * MIB
+    max_decode_pixels_in_flight: int = 48_000_000
+    decode_wait_s: float = 5.0
 
     @classmethod
     def load(
@@ -121,4 +123,6 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "MAX_INPUT_SIDE": ("max_input_side", _positive_int),
     "RESULTS_MAX_COUNT": ("results_max_count", _positive_int),
     "RESULTS_MAX_BYTES": ("results_max_bytes", _positive_int),
+    "MAX_DECODE_PIXELS_IN_FLIGHT": ("max_decode_pixels_in_flight", _positive_int),
+    "DECODE_WAIT_S": ("decode_wait_s", _positive_float),
 }

@@ -26,7 +26,7 @@ from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.errors import BadRequest, GatewayError, UnsupportedMediaType
+from web.errors import BadRequest, GatewayError, InsufficientStorage, UnsupportedMediaType
 from web.gateway import ModelSummary, display_name
 from web.images import EXTENSIONS, SUPPORTED, sniff_format
 from web.label_maps import PBTXT_SUFFIXES, parse_label_map
@@ -59,12 +59,6 @@ RENDER_EXT = "jpg"
 FILE_MAX_AGE_S = 86400
 IMAGE_ACCEPT = "image/jpeg,image/png,image/gif,image/bmp,image/webp,image/tiff"
 LABEL_MAP_ACCEPT = ",".join((*PBTXT_SUFFIXES, ".txt", "text/plain"))
-
-
-class StorageFailed(GatewayError):
-    """The result was computed but could not be written (disk full, folder not writable)."""
-
-    status = 503
 
 
 @dataclass(frozen=True)
@@ -194,8 +188,9 @@ def submit():
             )
         except StorageError as exc:
             current_app.logger.error("storing a result failed: %s", exc)
-            raise StorageFailed(f"The prediction worked but the result could not be stored ({exc}); "
-                                "try again later.") from exc
+            raise InsufficientStorage(
+                f"The prediction worked but the result could not be stored ({exc}); try again later."
+            ) from exc
     except GatewayError as exc:
         return _render_form(values, error=str(exc), status=exc.status)
     return redirect(url_for("views.result", result_id=result_id), code=303)
@@ -314,8 +309,14 @@ def _send_stored(stored: StoredResult | None, which: str) -> Response | tuple:
         handle = path.open("rb")
     except FileNotFoundError:
         return _not_found(_MISSING)
-    response = send_file(handle, mimetype=mimetype, max_age=FILE_MAX_AGE_S, conditional=True,
-                         etag=f"{stored.result_id}-{which}", last_modified=stored.created_at)
+    response = send_file(
+        handle,
+        mimetype=mimetype,
+        max_age=FILE_MAX_AGE_S,
+        conditional=True,
+        etag=f"{stored.result_id}-{which}",
+        last_modified=stored.created_at,
+    )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'"
     return response

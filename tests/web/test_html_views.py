@@ -414,8 +414,8 @@ def test_unknown_model_is_404_on_the_form(live_app, live, photo) -> None:
     assert after == before
 
 
-def test_a_failing_disk_is_503_and_leaves_no_file(demo_model_server: str, tmp_path: Path, photo) -> None:
-    """The prediction works but the output folder cannot be written: a clear 503, nothing left over."""
+def test_a_failing_disk_is_507_and_leaves_no_file(demo_model_server: str, tmp_path: Path, photo) -> None:
+    """The prediction works but the output folder cannot be written: a clear 507, nothing left over."""
     from web import create_app
 
     output = tmp_path / "output"
@@ -428,7 +428,7 @@ def test_a_failing_disk_is_503_and_leaves_no_file(demo_model_server: str, tmp_pa
         "OUTPUT_FOLDER": str(output),
     })
     response = _submit(app.test_client(), image=(photo[0], "p.jpg"))
-    assert response.status_code == 503
+    assert response.status_code == 507
     html = response.get_data(as_text=True)
     assert "could not be stored" in html and '<form class="upload-form"' in html
     assert not upload.exists() or list(upload.iterdir()) == []

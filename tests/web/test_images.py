@@ -141,3 +141,49 @@ def test_other_formats_are_converted_to_png_for_encoded_models() -> None:
     sent = to_model_bytes(data, ImageInfo("BMP", 64, 48))
     assert sniff_format(sent) == "PNG"
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(sent))), np.asarray(picture()))
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A tiny real JPEG whose frame header (SOF) is patched to claim width x height."""
+    data = bytearray(encode(picture(16, 16), "JPEG"))
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_tiny_file_claiming_millions_of_pixels_is_refused_before_decoding() -> None:
+    bomb = jpeg_claiming(6000, 6000)
+    assert len(bomb) < 1000
+    with pytest.raises(BadRequest) as caught:
+        inspect_image(bomb, max_pixels=LIMIT, name="bomb.jpg")
+    assert "claims 6000x6000 pixels, but its" in caught.value.message and caught.value.status == 400
+    with pytest.raises(BadRequest, match="cannot hold that many"):
+        inspect_image(png_header_only(6000, 6000), max_pixels=LIMIT, name="bomb.png")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_big_plain_pictures_are_not_mistaken_for_bombs(fmt: str) -> None:
+    data = encode(
+        Image.new("RGB", (6000, 6000), (128, 128, 128)), fmt, **({"optimize": True} if fmt == "PNG" else {})
+    )
+    info = inspect_image(data, max_pixels=LIMIT)
+    assert (info.width, info.height) == (6000, 6000)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_half_a_jpeg_with_an_end_marker_is_truncated(progressive: bool) -> None:
+    rng = np.random.default_rng(0)
+    data = encode(
+        Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)), "JPEG", progressive=progressive
+    )
+    half = data[: len(data) // 2] + b"\xff\xd9"
+    with pytest.raises(BadRequest) as caught:
+        inspect_image(half, max_pixels=LIMIT, name="half.jpg")
+    assert "half.jpg is truncated or corrupt" in caught.value.message
+
+
+def test_half_a_png_with_an_end_chunk_is_truncated() -> None:
+    data = encode(picture(320, 240), "PNG")
+    iend = data[-12:]
+    with pytest.raises(BadRequest, match="chunks end before IEND"):
+        inspect_image(data[: len(data) // 2] + iend, max_pixels=LIMIT, name="half.png")
