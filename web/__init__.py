@@ -27,11 +27,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     gateway facade at ``app.extensions["gateway"]``, the REST API, health/metrics, the HTML views,
     and the error handlers. Raises SettingsError naming the variable when a value is invalid.
     """
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from web.api import register_api
+    from web.auth import install_auth
     from web.errors import register_error_handlers
     from web.gateway import Gateway
     from web.health import bp as health_bp
     from web.health import install_request_metrics
+    from web.security_headers import install_security_headers
     from web.storage import ResultStore
     from web.views import bp as views_bp
 
@@ -47,7 +51,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if settings.trusted_proxies:
+        # Behind nginx (or another proxy): the client's address and scheme from X-Forwarded-*.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
+
     register_error_handlers(app)
+    install_auth(app)
+    install_security_headers(app)
     install_request_metrics(app)
     app.register_blueprint(health_bp)
     register_api(app)

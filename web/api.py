@@ -2,13 +2,11 @@
 
 Resources only translate HTTP <-> the gateway facade; every error goes through
 `web.errors.error_response`, so the API answers `{"error": {"code", "message"}}` for everything,
-including Werkzeug's 404/405/413. When API_KEYS is set, every API route but the documentation
-requires `Authorization: Bearer <key>` or `X-API-Key: <key>` (compared in constant time).
+including Werkzeug's 404/405/413. Who may call it is decided for the whole app in `web.auth`.
 """
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_restx import Api, Namespace, Resource, fields, reqparse
 from werkzeug.datastructures import CombinedMultiDict, FileStorage
 
-from web.errors import BadRequest, InsufficientStorage, Unauthorized, error_response
+from web.errors import BadRequest, InsufficientStorage, error_response
 from web.gateway import Gateway, display_name
 from web.images import EXTENSIONS, sniff_format
 from web.label_maps import LabelMap, parse_label_map
@@ -24,7 +22,6 @@ from web.options import PredictOptions
 from web.storage import StorageError
 
 API_PREFIX = "/api/v1"
-PUBLIC_ENDPOINTS = frozenset({"api.doc", "api.specs", "api.root"})
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
 
@@ -341,24 +338,6 @@ class PredictBatch(Resource):
         return jsonify(body)
 
 
-def _check_api_key() -> None:
-    keys = _gateway().settings.api_keys
-    if not keys or request.endpoint in PUBLIC_ENDPOINTS or request.method == "OPTIONS":
-        return
-    given = request.headers.get("X-API-Key", "")
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        given = auth[7:].strip()
-    # Compare against every key (no early exit) so timing does not tell which prefix matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(given.encode(), key.encode())
-    if not given:
-        raise Unauthorized("this API needs a key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
-    if not matched:
-        raise Unauthorized("the API key is not valid: check the key you send")
-
-
 class _GatewayApi(Api):
     """flask-restx's Api, but its routes' errors are answered exactly like the rest of the app's."""
 
@@ -388,7 +367,6 @@ def register_api(app: Flask) -> Api:
         security=["apikey", "bearer"] if app.extensions["gateway"].settings.api_keys else None,
     )
     api.add_namespace(ns, path="/models")
-    bp.before_request(_check_api_key)
     app.register_blueprint(bp)
 
     @app.get("/swagger.json")

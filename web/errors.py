@@ -137,7 +137,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
 
 def wants_json() -> bool:
     """API clients get JSON errors; browsers on the HTML pages get the error page."""
-    return request.path.startswith(API_PREFIX) or request.path in ("/swagger.json", "/readyz")
+    path = request.path
+    return path.startswith(API_PREFIX) or path in ("/swagger.json", "/readyz", "/metrics") or path.endswith(".json")
 
 
 def error_response(exc: BaseException) -> Response:

@@ -1,4 +1,7 @@
-"""Liveness, readiness and metrics endpoints (open even when API_KEYS is set).
+"""Liveness, readiness and metrics endpoints.
+
+`/healthz` and a bare `/readyz` stay open when API_KEYS is set (probes carry no keys); readiness
+details and `/metrics` need a key, a signed-in session or METRICS_TOKEN (see web/auth.py).
 
 `/healthz` never calls the model server (a slow model server must not get the gateway killed);
 `/readyz` asks it every time, with a short deadline, and caches nothing, so it cannot lie.
@@ -11,6 +14,7 @@ import time
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from web import metrics
+from web.auth import authenticated
 
 bp = Blueprint("health", __name__)
 
@@ -26,12 +30,11 @@ def readyz() -> tuple[Response, int]:
     """200 when the model server answers and every configured model has an AVAILABLE version, else 503."""
     gateway = current_app.extensions["gateway"]
     state = gateway.readiness()
-    body = {
-        "status": "ready" if state.ready else "not ready",
-        "reason": state.reason,
-        "model_server": gateway.settings.tf_serving_address,
-        "models": state.models,
-    }
+    body = {"status": "ready" if state.ready else "not ready"}
+    if authenticated():  # without a key: the status only, no addresses or model names
+        body.update(
+            reason=state.reason, model_server=gateway.settings.tf_serving_address, models=state.models
+        )
     return jsonify(body), 200 if state.ready else 503
 
 
@@ -42,8 +45,17 @@ def prometheus_metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _route() -> str:
+    """The route template (`/api/v1/models/<string:model>/predict`), never the raw path."""
     return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+
+
+def _method() -> str:
+    """The HTTP method, with anything made up collapsed into one label value."""
+    return request.method if request.method in KNOWN_METHODS else "<other>"
 
 
 def install_request_metrics(app: Flask) -> None:
@@ -57,11 +69,8 @@ def install_request_metrics(app: Flask) -> None:
     def _record(response: Response) -> Response:
         start = request.environ.get("gateway.start")
         route = _route()
-        metrics.HTTP_REQUESTS.labels(
-            route=route, method=request.method, status=str(response.status_code)
-        ).inc()
+        method = _method()
+        metrics.HTTP_REQUESTS.labels(route=route, method=method, status=str(response.status_code)).inc()
         if start is not None:
-            metrics.HTTP_LATENCY.labels(route=route, method=request.method).observe(
-                time.perf_counter() - start
-            )
+            metrics.HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - start)
         return response

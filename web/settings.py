@@ -38,6 +38,9 @@ class Settings:
     results_max_bytes: int = 512 * MIB
     max_decode_pixels_in_flight: int = 48_000_000
     decode_wait_s: float = 5.0
+    secret_key: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+    trusted_proxies: int = 0
 
     @classmethod
     def load(
@@ -57,7 +60,13 @@ class Settings:
                 values[attr] = parse(value)
             except (TypeError, ValueError) as exc:
                 raise SettingsError(f"invalid {var}={value!r}: {exc}") from None
-        return dataclasses.replace(cls(), **values)
+        settings = dataclasses.replace(cls(), **values)
+        if settings.api_keys and not settings.secret_key:
+            raise SettingsError(
+                "SECRET_KEY is required when API_KEYS is set (it signs the browsers' sign-in cookie): set it "
+                "to a long random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return settings
 
 
 def _text(value: Any) -> str:
@@ -105,6 +114,29 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _secret(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters (use a long random value)")
+    return text
+
+
+def _optional_text(value: Any) -> str | None:
+    return str(value).strip() or None
+
+
+def _count(value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number of proxies (0 when clients connect directly)") from None
+    if not 0 <= number <= 10:
+        raise ValueError("expected 0 to 10")
+    return number
+
+
 def _keys(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(key.strip() for key in items if key.strip())
@@ -125,4 +157,7 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "RESULTS_MAX_BYTES": ("results_max_bytes", _positive_int),
     "MAX_DECODE_PIXELS_IN_FLIGHT": ("max_decode_pixels_in_flight", _positive_int),
     "DECODE_WAIT_S": ("decode_wait_s", _positive_float),
+    "SECRET_KEY": ("secret_key", _secret),
+    "METRICS_TOKEN": ("metrics_token", _optional_text),
+    "TRUSTED_PROXIES": ("trusted_proxies", _count),
 }

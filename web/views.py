@@ -319,6 +319,9 @@ def _send_stored(stored: StoredResult | None, which: str) -> Response | tuple:
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'"
+    # Results are the uploader's: browsers may keep them, shared caches and proxies may not.
+    response.cache_control.public = False
+    response.cache_control.private = True
     return response
 
 

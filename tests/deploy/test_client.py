@@ -73,7 +73,10 @@ def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     gateways: dict[str, Gateway] = {}
     running = []
-    for name, extra in (("open", {}), ("keyed", {"API_KEYS": API_KEY})):
+    for name, extra in (
+        ("open", {}),
+        ("keyed", {"API_KEYS": API_KEY, "SECRET_KEY": "client-test-session-secret"}),
+    ):
         root = tmp_path_factory.mktemp(f"client_gateway_{name}")
         app = create_app(
             {

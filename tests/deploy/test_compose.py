@@ -46,7 +46,7 @@ def host_file(service: dict[str, Any], container_path: str) -> Path:
 def test_docker_compose_accepts_the_file(file: str) -> None:
     proc = compose.run_config(file, extra=("--quiet",))
     assert proc.returncode == 0, f"docker-compose rejected {file}:\n{proc.stderr}"
-    assert set(services(file)) == {"tf_server", "web"}
+    assert set(services(file)) == {"tf_server", "web", "proxy"}
 
 
 def test_gpu_stack_reserves_an_nvidia_gpu_for_tf_server() -> None:
@@ -313,16 +313,38 @@ def test_gateway_reaches_tf_server_by_service_name_and_grpc_port() -> None:
     assert Settings().tf_serving_address.rpartition(":")[2] == tf_server_flags()["--port"]
 
 
-def test_web_port_agrees_between_compose_dockerfile_and_healthcheck() -> None:
-    web = services(GPU_FILE)["web"]
+def test_web_port_agrees_between_compose_dockerfile_healthcheck_and_proxy() -> None:
+    config = services(GPU_FILE)
+    web, proxy = config["web"], config["proxy"]
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     bind = re.search(r"--bind=[\d.]+:(\d+)", dockerfile)
     assert bind, "the Dockerfile's gunicorn settings must bind a port"
     port = int(bind.group(1))
-    assert (5000, port) in compose.published_ports(web), "port 5000 must be published to the web container"
+    assert str(port) in {str(p) for p in web.get("expose", [])}
     assert re.search(rf"^EXPOSE {port}$", dockerfile, re.MULTILINE)
     health = " ".join(web["healthcheck"]["test"])
     assert f"127.0.0.1:{port}/readyz" in health
+    assert compose.environment(proxy)["GATEWAY_UPSTREAM"] == f"web:{port}"
+
+
+@pytest.mark.parametrize("file", STACKS)
+def test_only_the_buffering_proxy_is_published(file: str) -> None:
+    config = services(file)
+    published = {name: compose.published_ports(svc) for name, svc in config.items() if svc.get("ports")}
+    assert list(published) == ["proxy"], f"only nginx may face clients, not {sorted(published)}"
+    template = (REPO_ROOT / "deploy" / "nginx" / "templates" / "gateway.conf.template").read_text()
+    listen = re.search(r"^\s*listen (\d+);", template, re.MULTILINE)
+    assert listen and published["proxy"] == [(5000, int(listen.group(1)))]
+    proxy = config["proxy"]
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", proxy["image"]), "pin the nginx image"
+    assert host_file(proxy, "/etc/nginx/templates") == REPO_ROOT / "deploy" / "nginx" / "templates"
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert compose.environment(config["web"])["TRUSTED_PROXIES"] == "1"
+
+
+def test_the_proxy_admits_what_the_gateway_admits() -> None:
+    body = compose.environment(services(GPU_FILE)["proxy"])["CLIENT_MAX_BODY_SIZE"]
+    assert body.endswith("m") and int(body[:-1]) * 1024 * 1024 > Settings().max_content_length
 
 
 def test_web_starts_after_a_healthy_tf_server() -> None:

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT
 from tf_server.demo.digits import generate_digit
 from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
@@ -194,12 +195,13 @@ def test_the_digit_classifier_reads_digits_through_the_gateway(demo_client: Flas
 
 def test_the_digit_classifier_result_page_shows_bars(demo_client: FlaskClient) -> None:
     upload = digit_upload(np.random.default_rng(5), 7)
-    form = {"model": "digits", "min_score": "0", "image": (io.BytesIO(upload), "seven.jpg")}
+    form = {"model": "digits", "min_score": "0", "image": (io.BytesIO(upload), "seven.jpg"),
+            "csrf_token": flask_csrf_token(demo_client)}
     response = demo_client.post("/", data=form, content_type="multipart/form-data")
     assert response.status_code == 303
     page = demo_client.get(response.headers["Location"]).get_data(as_text=True)
     assert '<span id="top-class">7</span>' in page
-    bars = re.findall(r'role="meter"[^>]*aria-valuenow="([0-9.]+)"', page)
+    bars = re.findall(r'<meter class="bar" min="0" max="1" value="([0-9.]+)"', page)
     assert len(bars) == 3 and float(bars[0]) > 0.9  # top_k = 3 in digits/gateway.toml
     assert [float(b) for b in bars] == sorted((float(b) for b in bars), reverse=True)
     detail = demo_client.get("/api/v1/models/digits").get_json()

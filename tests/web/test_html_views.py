@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT, free_port
 from tf_server.demo.synthetic import encode_jpeg, generate_image
 from web.label_maps import load_label_map
@@ -76,6 +77,7 @@ def offline(offline_app):
 def _submit(client, *, image: tuple[bytes, str] | None = None, label_map: tuple[bytes, str] | None = None,
             **fields: str):
     data: dict = {"model": "shapes", "min_score": "0.5", "max_detections": "100", **fields}
+    data.setdefault("csrf_token", flask_csrf_token(client))
     if image is not None:
         data["image"] = (io.BytesIO(image[0]), image[1])
     if label_map is not None:

@@ -26,7 +26,12 @@ def test_defaults_match_the_design() -> None:
 
 
 def test_environment_then_overrides() -> None:
-    environ = {"TF_SERVING_ADDRESS": "model-server:8500", "GRPC_TIMEOUT_S": "2.5", "API_KEYS": " a, b ,,c "}
+    environ = {
+        "TF_SERVING_ADDRESS": "model-server:8500",
+        "GRPC_TIMEOUT_S": "2.5",
+        "API_KEYS": " a, b ,,c ",
+        "SECRET_KEY": "x" * 32,
+    }
     settings = Settings.load(environ=environ, overrides={"GRPC_TIMEOUT_S": "7", "MODELS_DIR": "/models"})
     assert settings.tf_serving_address == "model-server:8500"
     assert settings.grpc_timeout_s == 7.0
@@ -34,8 +39,19 @@ def test_environment_then_overrides() -> None:
     assert settings.models_dir == Path("/models")
 
 
-def test_api_keys_are_not_in_the_repr() -> None:
-    assert "s3cret" not in repr(Settings.load(environ={"API_KEYS": "s3cret"}))
+def test_secrets_are_not_in_the_repr() -> None:
+    settings = Settings.load(
+        environ={"API_KEYS": "s3cret", "SECRET_KEY": "session-signing-" * 2, "METRICS_TOKEN": "scrape-me"}
+    )
+    text = repr(settings)
+    assert "s3cret" not in text and "session-signing" not in text and "scrape-me" not in text
+
+
+def test_keys_need_a_secret_key_to_sign_sessions() -> None:
+    with pytest.raises(SettingsError, match="SECRET_KEY is required when API_KEYS is set"):
+        Settings.load(environ={"API_KEYS": "k1"})
+    with pytest.raises(SettingsError, match="SECRET_KEY.*at least 16 characters"):
+        Settings.load(environ={"API_KEYS": "k1", "SECRET_KEY": "short"})
 
 
 @pytest.mark.parametrize(
@@ -51,6 +67,10 @@ def test_api_keys_are_not_in_the_repr() -> None:
         ("MAX_INPUT_SIDE", "1.5", "positive integer"),
         ("RESULTS_MAX_COUNT", "", "positive integer"),
         ("MODEL_CONFIG_FILE", "  ", "must not be empty"),
+        ("MAX_DECODE_PIXELS_IN_FLIGHT", "many", "positive integer"),
+        ("DECODE_WAIT_S", "-1", "positive number"),
+        ("TRUSTED_PROXIES", "yes", "whole number"),
+        ("TRUSTED_PROXIES", "11", "0 to 10"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str, fragment: str) -> None:

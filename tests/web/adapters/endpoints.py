@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
+from tests.support.forms import browser_session
 from web.images import UPRIGHT
 
 BACKGROUND = 20
@@ -88,8 +89,14 @@ class FamilyGateway:
 
     def form(self, model: str, image: bytes, name: str = "scene.png", **fields) -> tuple[str, dict]:
         """Submit the upload form like a browser; the result page's HTML and its JSON."""
-        data = {"model": model, "min_score": "0.5", **{k: str(v) for k, v in fields.items()}}
-        response = requests.post(
+        session, token = browser_session(self.url)
+        data = {
+            "model": model,
+            "min_score": "0.5",
+            "csrf_token": token,
+            **{k: str(v) for k, v in fields.items()},
+        }
+        response = session.post(
             f"{self.url}/",
             data=data,
             files={"image": (name, image)},
@@ -100,9 +107,9 @@ class FamilyGateway:
         location = response.headers["Location"]
         path = location.split("://", 1)[-1].split("/", 1)[-1]
         assert RESULT_PATH.match("/" + path), location
-        page = requests.get(f"{self.url}/{path}", timeout=TIMEOUT_S)
+        page = session.get(f"{self.url}/{path}", timeout=TIMEOUT_S)
         assert page.status_code == 200
-        body = requests.get(f"{self.url}/{path}.json", timeout=TIMEOUT_S).json()
+        body = session.get(f"{self.url}/{path}.json", timeout=TIMEOUT_S).json()
         return page.text, body
 
 

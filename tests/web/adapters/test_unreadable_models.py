@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import requests
 
+from tests.support.forms import browser_session
 from tests.web.adapters.endpoints import FamilyGateway, check_bright_box, post_to_app, scene
 
 IMAGE = scene(640, 400, (100, 60, 300, 260))
@@ -25,10 +26,14 @@ def test_a_signature_two_families_could_read_is_refused_on_every_path(family_gat
             response.json()["error"]["message"]
             == f"model 'ambiguous' cannot be used through the gateway: {problem}"
         )
-    form = requests.post(
-        f"{family_gateway.url}/", data={"model": "ambiguous"}, files={"image": ("a.png", IMAGE)}, timeout=60
+    session, token = browser_session(family_gateway.url)
+    form = session.post(
+        f"{family_gateway.url}/",
+        data={"model": "ambiguous", "csrf_token": token},
+        files={"image": ("a.png", IMAGE)},
+        timeout=60,
     )
-    assert form.status_code == 422 and "more than one model family" in form.text
+    assert form.status_code == 422 and "more than one model family" in form.text, form.text[-3000:]
     listed = {
         m["name"]: m for m in requests.get(f"{family_gateway.url}/api/v1/models", timeout=60).json()["models"]
     }
