@@ -34,10 +34,11 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
 	$(PY) -m pip install --quiet -r requirements/test.txt
 	touch $@
 
-# Debian's Chromium for the browser tests, docker-compose for the static checks of the stack.
+# Debian's Chromium for the browser tests, docker-compose for the static checks of the stack, nginx
+# to run the stack's proxy config in front of the gateway in the tests.
 system-test-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose)
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && test -x /usr/sbin/nginx || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose nginx)
 
 lint: test-venv
 	$(PY) -m ruff check .

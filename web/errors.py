@@ -138,7 +138,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
 def wants_json() -> bool:
     """API clients get JSON errors; browsers on the HTML pages get the error page."""
     path = request.path
-    return path.startswith(API_PREFIX) or path in ("/swagger.json", "/readyz", "/metrics") or path.endswith(".json")
+    json_paths = ("/swagger.json", "/readyz", "/metrics")
+    return path.startswith(API_PREFIX) or path in json_paths or path.endswith(".json")
 
 
 def error_response(exc: BaseException) -> Response:
