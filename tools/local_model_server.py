@@ -66,11 +66,11 @@ class ServerProcess:
 
 @contextmanager
 def model_server_process(
-    *flags: str, startup_timeout: float = 180.0, log_dir: Path | None = None
+    *flags: str, startup_timeout: float = 180.0, log_dir: Path | None = None, port: int | None = None
 ) -> Iterator[ServerProcess]:
     """Like `running_model_server`, but yields the process and its log too (kept in `log_dir` if
-    given, else in a temporary folder removed afterwards)."""
-    port = free_port()
+    given, else in a temporary folder removed afterwards); `port` picks the port (default: a free one)."""
+    port = port or free_port()
     address = f"127.0.0.1:{port}"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with tempfile.TemporaryDirectory(prefix="tf_server_log_") as tmp:

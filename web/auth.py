@@ -161,8 +161,9 @@ def check_csrf() -> None:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     try:
         sent = request.form.get(CSRF_FIELD, "")
-    except RequestEntityTooLarge:
-        return  # nothing will be done with a form this large: the view answers 413
+    except RequestEntityTooLarge as exc:
+        g.form_too_large = exc  # nothing will be done with this form: the view answers 413
+        return
 
     if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise Forbidden(

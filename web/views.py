@@ -15,6 +15,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -26,7 +27,7 @@ from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.errors import BadRequest, GatewayError, InsufficientStorage, UnsupportedMediaType
+from web.errors import BadRequest, GatewayError, InsufficientStorage, UnsupportedMediaType, describe
 from web.gateway import ModelSummary, display_name
 from web.images import EXTENSIONS, SUPPORTED, sniff_format
 from web.label_maps import PBTXT_SUFFIXES, parse_label_map
@@ -151,12 +152,13 @@ def index():
 def submit():
     """Run the chosen model on the upload, store the result and redirect to its page."""
     try:
+        too_large = g.pop("form_too_large", None)
+        if too_large is not None:
+            raise too_large
         form = request.form
         files = request.files
-    except RequestEntityTooLarge:
-        limit = _megabytes(current_app.config.get("MAX_CONTENT_LENGTH"))
-        hint = f" (at most {limit} MB)" if limit else ""
-        return _render_form(error=f"The upload is too large{hint}: choose a smaller image.", status=413)
+    except RequestEntityTooLarge as exc:
+        return _render_form(error=describe(exc)[1], status=413)
 
     values = {k: form.get(k, "") for k in FORM_DEFAULTS}
     try:

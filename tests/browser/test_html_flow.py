@@ -170,10 +170,12 @@ def test_a_digit_is_classified_with_bars(gateway: RunningGateway, browser_page: 
     page.wait_for_function(IMAGE_LOADED)
     assert page.locator("#top-class").inner_text() == "3"
     assert page.locator("#classes-table tbody tr").count() == 3  # top_k = 3 in digits/gateway.toml
-    widths = page.eval_on_selector_all(
-        "#classes-table .fill", "els => els.map(e => e.getBoundingClientRect().width)")
-    track = page.eval_on_selector("#classes-table .bar", "e => e.getBoundingClientRect().width")
-    assert widths[0] > 0.8 * track and widths == sorted(widths, reverse=True)
+    bars = page.eval_on_selector_all(
+        "#classes-table meter.bar",
+        "els => els.map(e => [e.value, e.getBoundingClientRect().width])")
+    values = [value for value, _ in bars]
+    assert len(bars) == 3 and values[0] > 0.8 and values == sorted(values, reverse=True)
+    assert all(width > 50 for _, width in bars)  # the meters are drawn as bars, not collapsed
     prediction = page.request.get(f"{gateway.url}{page.get_attribute('#json-link', 'href')}").json()
     best = prediction["classes"][0]
     assert (best["label"], best["class_id"]) == ("3", 3) and best["score"] > 0.9

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,11 +21,17 @@ START_TIMEOUT_S = 60.0
 
 @contextmanager
 def running_gateway(
-    folder: Path, *, workers: int = 1, threads: int = 4, **settings: str | Path
+    folder: Path,
+    *,
+    workers: int = 1,
+    threads: int = 4,
+    preexec_fn: Callable[[], None] | None = None,
+    **settings: str | Path,
 ) -> Iterator[str]:
     """Yield the base URL of gunicorn serving the gateway; `settings` are its environment variables
     (TF_SERVING_ADDRESS, MODEL_CONFIG_FILE, ...); results and the log go to `folder`."""
     port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         UPLOAD_FOLDER=str(folder / "upload_folder"),
@@ -48,6 +54,7 @@ def running_gateway(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
     base = f"http://127.0.0.1:{port}"
     try:

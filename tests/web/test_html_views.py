@@ -153,7 +153,7 @@ def test_too_large_upload_is_413_with_the_form(offline_app, offline) -> None:
     response = _submit(offline, image=(b"\xff\xd8\xff" + bytes(300 * 1024), "huge.jpg"))
     assert response.status_code == 413
     html = response.get_data(as_text=True)
-    assert "too large" in html and '<form class="upload-form"' in html
+    assert "larger than MAX_CONTENT_LENGTH" in html and "<form class=\"upload-form\"" in html
     assert _folders_are_empty(offline_app)
 
 
