@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv test-venv system-test-deps lint protos bench demo-model demo-classifier clean
+.PHONY: run test venv test-venv system-test-deps lint protos bench soak demo-model demo-classifier clean
 
 run: venv
 	$(PY) -m tools.run_stack
@@ -50,6 +50,11 @@ protos: venv
 # Gateway against direct gRPC and the hand-written tutorial pattern; writes bench/results/latest.{json,md}.
 bench: venv
 	$(PY) -m bench
+
+# A minute of mixed good and bad uploads (errors, worker RSS), then model-server restarts (recovery
+# time); writes bench/results/soak.{json,md}. SOAK_ARGS="--duration 600" for a longer one.
+soak: venv
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # Regenerate the demo data sets, train, export and evaluate both demo detectors and the classifier.
 demo-model: venv

@@ -41,11 +41,12 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 0),
     # Reconnect fast when the model server comes back (gRPC's default back-off grows to 120 s, and a
-    # restarted server would wait out its current step): first retry after 100 ms, never more than 1 s.
+    # restarted server would wait out its current step): first retry after 100 ms, then never more
+    # than 0.5 s apart (±20 % jitter), so a server that is back is found within about 0.6 s.
     # (min_reconnect_backoff_ms stays at its default: gRPC also uses it as the connect timeout, and a
     # server that accepts TCP but hangs must still end in DEADLINE_EXCEEDED, not a fast UNAVAILABLE.)
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
 
 Response = TypeVar("Response")
