@@ -79,6 +79,30 @@ def test_without_a_key_only_health_readiness_and_sign_in_answer(keyed: Flask) ->
     assert predict.status_code == 401 and predict.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+OPEN_ENDPOINTS = {"health.healthz", "health.readyz", "auth.login", "views.static", "restx_doc.static"}
+# A value for each URL variable the app's routes use, so every rule can be called.
+SAMPLE_ARGS = {"model": "shapes", "result_id": "20260101T000000000000Z-0123456789abcdef",
+               "filename": "style.css", "version": "1", "label": "stable"}
+
+
+def test_every_route_of_the_app_needs_a_key(keyed: Flask) -> None:
+    """Walks the URL map itself, so a route added later is covered without editing this test."""
+    client = keyed.test_client()
+    checked = 0
+    for rule in keyed.url_map.iter_rules():
+        if rule.endpoint in OPEN_ENDPOINTS:
+            continue
+        path = rule.build({arg: SAMPLE_ARGS.get(arg, "x") for arg in rule.arguments}, append_unknown=False)[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            response = client.open(path, method=method)
+            denied = response.status_code in (401, 403) or (
+                response.status_code == 303 and LOGIN_NEXT.search(response.headers["Location"])
+            )
+            assert denied, f"{method} {path} ({rule.endpoint}) answered {response.status_code} without a key"
+            checked += 1
+    assert checked >= 15  # the API, the pages, the stored files, metrics, docs
+
+
 @pytest.mark.parametrize("header", ["Authorization", "X-API-Key"])
 def test_a_key_opens_every_route(keyed: Flask, header: str) -> None:
     client = keyed.test_client()
