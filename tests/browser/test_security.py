@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +67,17 @@ def test_upload_and_result_pages_meet_no_violation(
     assert violations(page) == []
 
 
-def _serve(app) -> tuple[str, object, threading.Thread]:
+@contextmanager
+def _serving(app) -> Iterator[str]:
+    """`app` on a loopback port in a thread; yields its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return f"http://127.0.0.1:{server.server_port}", server, thread
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 @pytest.fixture()
@@ -87,12 +94,8 @@ def keyed_gateway(demo_model_server: str, tmp_path: Path) -> Iterator[str]:
             "SECRET_KEY": "browser-test-session-secret",
         }
     )
-    url, server, thread = _serve(app)
-    try:
+    with _serving(app) as url:
         yield url
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture()
@@ -107,12 +110,8 @@ def other_site(keyed_gateway: str) -> Iterator[str]:
     def app(environ, start_response):
         return Response(html, mimetype="text/html")(environ, start_response)
 
-    url, server, thread = _serve(app)
-    try:
+    with _serving(app) as url:
         yield url
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def test_with_keys_a_browser_signs_in_uploads_and_refuses_other_sites(
