@@ -3,7 +3,7 @@
 Flags keep the real binary's names, defaults and meaning so the same command (or compose file)
 works against either server. Syntax: ``--flag=value`` or ``--flag value``; booleans also as a bare
 ``--flag`` (true) or ``--flag=true|false``. Flags that only matter for the real binary (batching,
-REST, GPU memory, monitoring) are accepted and reported as ignored; anything else is refused with
+GPU memory, file system caches) are accepted and reported as ignored; anything else is refused with
 the list of supported flags, like a typo in a deployment should be. Parsing imports no TensorFlow,
 so ``--help`` and flag errors are instant.
 """
@@ -27,6 +27,13 @@ class ServerOptions:
 
     port: int = 8500
     host: str = "0.0.0.0"
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30_000
+    rest_api_enable_cors_support: bool = False
+    monitoring_config_file: str = ""
+    enable_signature_method_name_check: bool = False
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: int = 0
     model_name: str = "default"
@@ -86,6 +93,31 @@ SUPPORTED: tuple[FlagSpec, ...] = (
         str,
         "Interface to listen on (default 0.0.0.0, all of them, as tensorflow_model_server does). An "
         "extension of this server: use 127.0.0.1 to keep a development server off the network.",
+    ),
+    FlagSpec(
+        "grpc_socket_path",
+        str,
+        "Also serve gRPC on this UNIX domain socket (clients connect to unix:PATH). Default: none.",
+    ),
+    FlagSpec(
+        "rest_api_port",
+        parse_int,
+        "Port of the HTTP/REST API (/v1/models/..., and Prometheus metrics when "
+        "--monitoring_config_file enables them). 0 (default): no REST API. Must differ from --port.",
+    ),
+    FlagSpec("rest_api_num_threads", parse_int, "Threads serving REST requests (default: 4 x CPUs)."),
+    FlagSpec("rest_api_timeout_in_ms", parse_int, "Deadline of each REST request in ms (default 30000)."),
+    FlagSpec("rest_api_enable_cors_support", parse_bool, "Answer CORS preflight requests on the REST API."),
+    FlagSpec(
+        "monitoring_config_file",
+        str,
+        "A MonitoringConfig text proto; prometheus_config { enable: true path: ... } serves metrics "
+        "on the REST port (default path /monitoring/prometheus/metrics).",
+    ),
+    FlagSpec(
+        "enable_signature_method_name_check",
+        parse_bool,
+        "Classify/Regress/MultiInference require the signature's method_name to match (default false).",
     ),
     FlagSpec(
         "model_config_file",
@@ -170,11 +202,6 @@ SUPPORTED: tuple[FlagSpec, ...] = (
 
 # Flags the real binary takes that change nothing a client of this server can observe.
 IGNORED: tuple[str, ...] = (
-    "monitoring_config_file",
-    "rest_api_port",
-    "rest_api_num_threads",
-    "rest_api_timeout_in_ms",
-    "rest_api_enable_cors_support",
     "per_process_gpu_memory_fraction",
     "enable_per_model_batching_parameters",
     "flush_filesystem_caches",
@@ -183,7 +210,6 @@ IGNORED: tuple[str, ...] = (
     "xla_cpu_compilation_enabled",
     "enable_profiler",
     "remove_unused_fields_from_bundle_metagraph",
-    "enable_signature_method_name_check",
 )
 
 _BY_NAME = {spec.name: spec for spec in SUPPORTED}
@@ -255,6 +281,12 @@ def validate(options: ServerOptions) -> None:
         raise FlagError(
             "Both --model_base_path and --model_config_file are empty! Pass "
             "--model_config_file=models.config or --model_name=NAME --model_base_path=/path/to/model"
+        )
+    if options.rest_api_port and not 0 < options.rest_api_port < 65536:
+        raise FlagError(f"--rest_api_port must be between 1 and 65535, got {options.rest_api_port}")
+    if options.rest_api_port == options.port:
+        raise FlagError(
+            f"--port and --rest_api_port are both {options.port}: the gRPC and REST APIs need a port each"
         )
     if options.batching_parameters_file and not options.enable_batching:
         raise FlagError("--batching_parameters_file is set without setting --enable_batching to true.")

@@ -144,8 +144,19 @@ def parse_config_text(text: str, root: Path, source: str = "<config>") -> tuple[
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as error:
-        raise ConfigError(f"Invalid protobuf file: '{source}': {error}") from None
+        raise ConfigError(f"Invalid protobuf file: '{source}'. {parse_error_text(error, config)}") from None
     return models_from_server_config(config, root)
+
+
+def parse_error_text(error: text_format.ParseError, message: object) -> str:
+    """Words a text-format error as TF Serving's protobuf library does:
+    ``Error parsing text-format tensorflow.serving.ModelServerConfig: 1:7: <what>``."""
+    line, column = error.GetLine(), error.GetColumn()
+    what = str(error).rstrip(".")
+    if line is not None and what.startswith(f"{line}:{column} : "):
+        what = what[len(f"{line}:{column} : ") :]
+    where = f"{line}:{column}: " if line is not None else ""
+    return f"Error parsing text-format {message.DESCRIPTOR.full_name}: {where}{what}"  # type: ignore[attr-defined]
 
 
 def read_config_file(path: str | Path) -> tuple[ModelConfig, ...]:

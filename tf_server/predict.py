@@ -1,9 +1,11 @@
 """``Predict`` on one servable: TF Serving's request checks, the call, the response.
 
 The order of checks and the status codes follow TF Serving's ``predict_util.cc``: an unknown
-signature is FAILED_PRECONDITION; a wrong number of inputs, an unknown input name, a wrong dtype
-or shape, or a bad ``output_filter`` is INVALID_ARGUMENT, and every such message names the inputs
-the signature expects. Warmup replays go through the same function, as in TF Serving.
+signature is FAILED_PRECONDITION; a wrong number of inputs, an unknown input name, a wrong dtype,
+or a bad ``output_filter`` is INVALID_ARGUMENT, and every such message names the inputs the
+signature expects. Shapes are the graph's business, as in TF Serving: what its ops accept runs,
+what they refuse comes back with TensorFlow's own status and message. Warmup replays go through
+the same function, as in TF Serving.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from tf_server.errors import ServingError, failed_precondition, invalid_argument
 from tf_server.servable import DEFAULT_SIGNATURE, Servable, Signature
-from tf_server.tensors import check_input, describe_inputs, encode_as_proto_field, to_ndarray
+from tf_server.tensors import check_dtype, describe_inputs, encode_as_proto_field, to_ndarray
 
 # TensorFlow's error codes use gRPC's numbers.
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -46,25 +48,28 @@ def _feeds(signature: Signature, request: predict_pb2.PredictRequest) -> dict[st
             f"len({{{_join(expected)}}}). Sent extra: {{{_join(extra)}}}. Missing but required: "
             f"{{{_join(missing)}}}. Signature '{signature.name}' expects inputs {describe_inputs(expected)}"
         )
-    for alias in sent:
-        if alias not in expected:
-            raise invalid_argument(
-                f"input tensor alias not found in signature: {alias}. Inputs expected to be in the set "
-                f"{{{_join(expected)}}}. Signature '{signature.name}' expects inputs "
-                f"{describe_inputs(expected)}"
-            )
+    # TensorFlow's saved_model::GetInputValues (TF Serving 2.14+): walk the signature's inputs.
     feeds: dict[str, object] = {}
+    used: list[str] = []
     for position, alias in enumerate(signature.input_order):
         proto = sent.get(alias)
         if proto is None:
             proto = defaults.get(alias)
             if proto is None:
                 raise invalid_argument(
-                    f"Signature input alias: {alias} not found in request and no default value provided. "
-                    f"Signature '{signature.name}' expects inputs {describe_inputs(expected)}"
+                    f"Signature input alias: {alias}(feed name: {expected[alias].name}) not found in request "
+                    f"and no default value provided. Inputs expected to be in the request {{{_join(sent)}}}, "
+                    f"or default input alias set: {_join(defaults)}. Signature '{signature.name}' expects "
+                    f"inputs {describe_inputs(expected)}"
                 )
-        check_input(alias, position, proto, expected[alias], signature.name, expected)
+        else:
+            used.append(alias)
+        check_dtype(alias, position, proto, expected[alias], signature.name, expected)
         feeds[alias] = to_ndarray(alias, proto)
+    if sent and len(used) != len(sent):
+        raise invalid_argument(
+            f"Inputs contains invalid name. Used request inputs: {_join(used)}, request input: {_join(sent)}"
+        )
     return feeds
 
 
@@ -84,27 +89,27 @@ def _output_names(signature: Signature, request: predict_pb2.PredictRequest) -> 
     return names
 
 
+def run_signature(signature: Signature, feeds: dict[str, object], output_names: list[str]) -> dict:
+    """Run the graph; TensorFlow's errors become the gRPC status TF Serving would send."""
+    try:
+        return signature.run(feeds, output_names)
+    except tf.errors.OpError as error:
+        code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
+        raise ServingError(code, error.message) from None
+
+
 def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     """Run the requested signature of ``servable``; raise ServingError for bad requests."""
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = _signature(servable, signature_name)
     feeds = _feeds(signature, request)
     output_names = _output_names(signature, request)
-    try:
-        outputs = signature.function(**feeds)
-    except tf.errors.OpError as error:
-        raise ServingError(
-            _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message
-        ) from None
-    except (TypeError, ValueError) as error:
-        raise invalid_argument(
-            f"{error}. Signature '{signature.name}' expects inputs {describe_inputs(signature.inputs)}"
-        ) from None
+    outputs = run_signature(signature, feeds, output_names)
     response = predict_pb2.PredictResponse()
     spec = response.model_spec
     spec.name = request.model_spec.name or servable.name
     spec.version.value = servable.version
     spec.signature_name = signature_name
     for alias in output_names:
-        response.outputs[alias].MergeFromString(encode_as_proto_field(outputs[alias].numpy()))
+        response.outputs[alias].MergeFromString(encode_as_proto_field(outputs[alias]))
     return response

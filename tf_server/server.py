@@ -9,6 +9,7 @@ grace period, stop the pollers and exit 0.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -26,8 +27,11 @@ from tf_server.errors import ServingError
 from tf_server.flags import ServerOptions
 from tf_server.model_config import ConfigError, ModelConfig, read_config_file, single_model
 from tf_server.model_manager import ManagerOptions, ModelManager, StartupError
+from tf_server.monitoring import ServingMetrics, read_monitoring_config
+from tf_server.rest_api import RestServer, start_rest_server
 from tf_server.servable import Servable, load_servable
 from tf_server.servicer import ModelService, PredictionService
+from tf_server.serving_core import ServingCore
 from tf_server.warmup import run_warmup
 
 log = logging.getLogger("tf_server")
@@ -65,13 +69,13 @@ def version_text() -> str:
     )
 
 
-def _configure_tensorflow(options: ServerOptions) -> None:
+def session_config(options: ServerOptions) -> tf.compat.v1.ConfigProto:
+    """Every model's session gets TF Serving's session options from the same flags (0: TF decides)."""
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
     inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return tf.compat.v1.ConfigProto(
+        intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter, allow_soft_placement=True
+    )
 
 
 def _models(options: ServerOptions) -> tuple[ModelConfig, ...]:
@@ -87,10 +91,11 @@ def _models(options: ServerOptions) -> tuple[ModelConfig, ...]:
 
 def _loader(options: ServerOptions):  # noqa: ANN202 - LoadFunction
     tags = [tag for tag in options.saved_model_tags.split(",") if tag]
+    config = session_config(options)
 
     def load(model: ModelConfig, version: int, path: Path) -> Servable:
         log.info("Reading SavedModel from: %s", path)
-        servable = load_servable(model.name, version, path, tags)
+        servable = load_servable(model.name, version, path, tags, config)
         if options.enable_model_warmup:
             run_warmup(servable, options.num_request_iterations_for_warmup)
         return servable
@@ -106,7 +111,7 @@ def _channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return arguments
 
 
-def build_grpc_server(manager: ModelManager, options: ServerOptions, config_root: Path) -> grpc.Server:
+def build_grpc_server(core: ServingCore, options: ServerOptions, config_root: Path) -> grpc.Server:
     workers = options.grpc_max_threads or max(8, 4 * (os.cpu_count() or 1))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
@@ -117,9 +122,24 @@ def build_grpc_server(manager: ModelManager, options: ServerOptions, config_root
             *_channel_arguments(options.grpc_channel_arguments),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager, config_root), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, config_root), server)
     return server
+
+
+def bind_grpc(server: grpc.Server, options: ServerOptions) -> str:
+    """The TCP port, and the UNIX socket when --grpc_socket_path is set; returns what is served."""
+    address = f"{options.host}:{options.port}"
+    if server.add_insecure_port(address) == 0:
+        raise StartupError(f"could not bind {address}")
+    if options.grpc_socket_path:
+        socket_path = Path(options.grpc_socket_path)
+        if socket_path.is_socket():
+            socket_path.unlink()  # left by a server that was killed; binding would fail
+        if server.add_insecure_port(f"unix:{socket_path}") == 0:
+            raise StartupError(f"could not bind the gRPC socket {socket_path}")
+        address += f" and unix:{socket_path}"
+    return address
 
 
 def serve(options: ServerOptions) -> int:
@@ -152,13 +172,25 @@ def serve(options: ServerOptions) -> int:
         ),
     )
     config_file = Path(options.model_config_file).resolve() if options.model_config_file else None
+    metrics: ServingMetrics | None = None
     try:
-        _configure_tensorflow(options)
+        # TF Serving reads --monitoring_config_file only when it serves REST (the metrics page is
+        # on the REST port); read before the models load, a bad file fails the same way sooner.
+        if options.rest_api_port and options.monitoring_config_file:
+            prometheus = read_monitoring_config(options.monitoring_config_file)
+            if prometheus.enable:
+                metrics = ServingMetrics(prometheus.path)
         manager.start(_models(options))
-        server = build_grpc_server(manager, options, config_file.parent if config_file else Path.cwd())
-        address = f"{options.host}:{options.port}"
-        if server.add_insecure_port(address) == 0:
-            raise StartupError(f"could not bind {address}")
+        # The loaded graphs are millions of long-lived Python objects: keep the garbage collector from
+        # walking them again on every collection (a JSON request body alone triggers several).
+        gc.freeze()
+        core = ServingCore(
+            manager,
+            observe=metrics.observe if metrics is not None else None,
+            check_method_names=options.enable_signature_method_name_check,
+        )
+        server = build_grpc_server(core, options, config_file.parent if config_file else Path.cwd())
+        address = bind_grpc(server, options)
         server.start()
     except _Stopped:
         manager.stop()
@@ -171,8 +203,27 @@ def serve(options: ServerOptions) -> int:
     serving = True
     manager.start_polling(config_file, options.model_config_file_poll_wait_seconds)
     log.info("Running gRPC ModelServer at %s ...", address)
+    rest: RestServer | None = None
+    if options.rest_api_port:
+        rest_address = f"localhost:{options.rest_api_port}"
+        try:
+            rest = start_rest_server(
+                core,
+                options.host,
+                options.rest_api_port,
+                num_threads=options.rest_api_num_threads,
+                timeout_ms=options.rest_api_timeout_in_ms,
+                cors=options.rest_api_enable_cors_support,
+                metrics=metrics,
+            )
+        except OSError as error:  # as TF Serving: logged, and gRPC keeps serving
+            log.error("Failed to start HTTP Server at %s (%s)", rest_address, error)
+        else:
+            log.info("Exporting HTTP/REST API at:%s ...", rest_address)
     while not stop.wait(1.0):
         pass
+    if rest is not None:
+        rest.stop()
     server.stop(STOP_GRACE_S).wait()
     manager.stop()
     log.info("Server stopped")

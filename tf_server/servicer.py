@@ -1,8 +1,9 @@
-"""The gRPC services: ``PredictionService`` (Predict, GetModelMetadata) and ``ModelService``.
+"""The gRPC services: ``PredictionService`` (Predict, Classify, Regress, MultiInference,
+GetModelMetadata) and ``ModelService`` (GetModelStatus, HandleReloadConfigRequest).
 
 Generated from the official ``tensorflow-serving-api`` protos, so method paths, messages and
-status codes are TF Serving's. Errors leave as ``context.abort(code, message)`` with TF Serving's
-codes; Classify, Regress and MultiInference answer UNIMPLEMENTED (the generated default).
+status codes are TF Serving's. The work is done by ``ServingCore`` (shared with the REST API);
+errors leave as ``context.abort(code, message)`` with TF Serving's codes.
 """
 
 from __future__ import annotations
@@ -14,22 +15,24 @@ from typing import TypeVar
 
 import grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tf_server.errors import ServingError, invalid_argument
 from tf_server.model_config import ConfigError, models_from_server_config
-from tf_server.model_manager import ModelManager, StartupError
-from tf_server.predict import run_predict
+from tf_server.model_manager import StartupError
+from tf_server.serving_core import ServingCore
 
 log = logging.getLogger("tf_server")
 
-SIGNATURE_DEF_FIELD = "signature_def"
 T = TypeVar("T")
 
 
@@ -43,67 +46,49 @@ def _answer(context: grpc.ServicerContext, call: Callable[[], T]) -> T:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata against the manager's current servables."""
+    """TF Serving's PredictionService over the core."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self._manager = manager
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
 
     def Predict(  # noqa: N802 - gRPC method name
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
-        def call() -> predict_pb2.PredictResponse:
-            if not request.HasField("model_spec"):
-                raise invalid_argument("Missing ModelSpec")
-            return run_predict(self._manager.resolve(request.model_spec), request)
+        return _answer(context, lambda: self._core.predict(request))
 
-        return _answer(context, call)
+    def Classify(  # noqa: N802 - gRPC method name
+        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
+        return _answer(context, lambda: self._core.classify(request))
+
+    def Regress(  # noqa: N802 - gRPC method name
+        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        return _answer(context, lambda: self._core.regress(request))
+
+    def MultiInference(  # noqa: N802 - gRPC method name
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
+        return _answer(context, lambda: self._core.multi_inference(request))
 
     def GetModelMetadata(  # noqa: N802 - gRPC method name
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        def call() -> get_model_metadata_pb2.GetModelMetadataResponse:
-            if not request.HasField("model_spec"):
-                raise invalid_argument("Missing ModelSpec")
-            if not request.metadata_field:
-                raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
-            for metadata_field in request.metadata_field:
-                if metadata_field != SIGNATURE_DEF_FIELD:
-                    raise invalid_argument(f"Metadata field {metadata_field} is not supported")
-            servable = self._manager.resolve(request.model_spec)
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
-            response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(servable.signature_metadata)
-            return response
-
-        return _answer(context, call)
+        return _answer(context, lambda: self._core.metadata(request))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus and HandleReloadConfigRequest."""
 
-    def __init__(self, manager: ModelManager, config_root: Path) -> None:
-        self._manager = manager
+    def __init__(self, core: ServingCore, config_root: Path) -> None:
+        self._core = core
+        self._manager = core.manager
         self._config_root = config_root
 
     def GetModelStatus(  # noqa: N802 - gRPC method name
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        def call() -> get_model_status_pb2.GetModelStatusResponse:
-            if not request.HasField("model_spec"):
-                raise invalid_argument("Missing ModelSpec")
-            spec = request.model_spec
-            version = spec.version.value if spec.HasField("version") else None
-            response = get_model_status_pb2.GetModelStatusResponse()
-            for status in self._manager.statuses(spec.name, version):
-                entry = response.model_version_status.add()
-                entry.version = status.version
-                entry.state = int(status.state)
-                entry.status.error_code = status.error_code
-                entry.status.error_message = status.error_message
-            return response
-
-        return _answer(context, call)
+        return _answer(context, lambda: self._core.status(request))
 
     def HandleReloadConfigRequest(  # noqa: N802 - gRPC method name
         self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext

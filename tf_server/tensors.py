@@ -77,7 +77,7 @@ def describe_inputs(inputs: Mapping[str, meta_graph_pb2.TensorInfo]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def check_input(
+def check_dtype(
     alias: str,
     position: int,
     proto: tensor_pb2.TensorProto,
@@ -85,22 +85,12 @@ def check_input(
     signature_name: str,
     inputs: Mapping[str, meta_graph_pb2.TensorInfo],
 ) -> None:
-    """Raise INVALID_ARGUMENT if ``proto`` cannot feed ``expected`` (dtype, rank, known dims)."""
-    if expected.WhichOneof("encoding") != "name":
-        return  # composite tensors: leave the checks to TensorFlow
+    """Raise INVALID_ARGUMENT if ``proto`` has another dtype than the input (TensorFlow's own
+    message, plus what the signature expects). Shapes are left to the graph, as in TF Serving."""
     if proto.dtype != expected.dtype:
         raise invalid_argument(
             f"Expects arg[{position}] to be {short_dtype_name(expected.dtype)} but "
             f"{short_dtype_name(proto.dtype)} is provided (input '{alias}'). "
-            f"Signature '{signature_name}' expects inputs {describe_inputs(inputs)}"
-        )
-    want = shape_dims(expected.tensor_shape)
-    if want is None:
-        return
-    got = shape_dims(proto.tensor_shape)
-    if got is None or len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got, strict=True)):
-        raise invalid_argument(
-            f"input '{alias}' has shape {format_dims(got)} but the signature expects {format_dims(want)}. "
             f"Signature '{signature_name}' expects inputs {describe_inputs(inputs)}"
         )
 
@@ -108,9 +98,25 @@ def check_input(
 def to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     """Decode a request tensor (tensor_content or typed fields)."""
     try:
-        return tf.make_ndarray(proto)
+        try:
+            return tf.make_ndarray(proto)
+        except OverflowError:
+            # int_val holding 300 for a uint8 tensor: TensorFlow's Tensor::FromProto casts in C++, so
+            # the value wraps (to 44) instead of failing; numpy refuses the direct conversion.
+            return _wrapped_integers(proto)
     except (ValueError, TypeError) as error:
         raise invalid_argument(f"tensor parsing error: {alias} ({error})") from None
+
+
+def _wrapped_integers(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    dtype = tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    field = _REPEATED_FIELD.get(proto.dtype, "int_val")
+    values = np.array(getattr(proto, field), dtype=np.int64).astype(dtype)
+    count = int(np.prod(shape)) if shape else 1
+    if values.size == 1 and count != 1:  # one value fills the tensor, as TF reads the typed fields
+        return np.full(shape, values[0], dtype=dtype)
+    return values.reshape(shape)
 
 
 def _varint(value: int) -> bytes:

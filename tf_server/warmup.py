@@ -3,8 +3,8 @@
 Same file and rules as TF Serving (``saved_model_warmup_util.cc``): a TFRecord file of
 ``PredictionLog`` records, at most 1000 of them, each replayed ``num_request_iterations`` times
 (default 1) through the normal Predict path; a missing file is fine; a failing record fails the
-load, so a version whose warmup breaks never becomes AVAILABLE. Only ``predict_log`` records can be
-replayed here (this server has no Classify/Regress); others are skipped with a warning.
+load, so a version whose warmup breaks never becomes AVAILABLE. Predict, Classify, Regress and
+MultiInference records are replayed through the same functions that serve requests.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from tf_server.errors import ServingError
+from tf_server.inference import run_classify, run_multi_inference, run_regress
 from tf_server.predict import run_predict
 from tf_server.servable import LoadError, Servable
 
@@ -24,6 +25,13 @@ log = logging.getLogger("tf_server")
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
+# PredictionLog's log_type -> what replays its request
+REPLAYS = {
+    "predict_log": run_predict,
+    "classify_log": run_classify,
+    "regress_log": run_regress,
+    "multi_inference_log": run_multi_inference,
+}
 
 
 def warmup_path(export_dir: Path) -> Path:
@@ -58,14 +66,13 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
         except Exception:  # protobuf DecodeError
             raise LoadError(f"Failed to parse warmup record from {path}") from None
         kind = entry.WhichOneof("log_type")
-        if kind != "predict_log":
-            log.warning(
-                "Skipping warmup record %d of %s: log_type %s is not supported here", count, path, kind
-            )
-            continue
+        replay = REPLAYS.get(kind)
+        if replay is None:  # session_run_log and empty records, as TF Serving refuses them
+            raise LoadError(f"Unsupported log_type for warmup: {kind} (record {count} of {path})")
+        request = getattr(entry, kind).request
         for _ in range(iterations):
             try:
-                run_predict(servable, entry.predict_log.request)
+                replay(servable, request)
             except ServingError as error:
                 raise LoadError(
                     f"warmup record {count} of {path} failed: {error.code.name}: {error.message}"

@@ -1,10 +1,10 @@
 """`make run`: the whole stack on one machine, without Docker or a GPU.
 
-Starts the local TF-Serving-compatible model server (``python -m tf_server``) and the gateway
-under gunicorn, exactly as ``docker compose up`` wires them (same ``models.config``, same gRPC
-address setting), waits until the gateway's ``/readyz`` says every model is AVAILABLE, prints the
-URL, and stops both on Ctrl-C. If either process dies, the other is stopped too and the exit code
-says so.
+Starts the local TF-Serving-compatible model server (``python -m tf_server``, gRPC on :8500 and
+its REST API on :8501, as TF Serving's) and the gateway under gunicorn, exactly as ``docker compose
+up`` wires them (same ``models.config``, same gRPC address setting), waits until the gateway's
+``/readyz`` says every model is AVAILABLE, prints the URL, and stops both on Ctrl-C. If either
+process dies, the other is stopped too and the exit code says so.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=int(env.get("MODEL_SERVER_PORT", "8500")),
         help="model server gRPC port",
+    )
+    parser.add_argument(
+        "--rest-port",
+        type=int,
+        default=int(env.get("MODEL_SERVER_REST_PORT", "8501")),
+        help="model server REST API port (TF Serving's /v1/models/...; 0: none)",
     )
     parser.add_argument(
         "--model-config",
@@ -86,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     for port, what, var in (
         (args.port, "gateway", "PORT"),
         (args.grpc_port, "model server", "MODEL_SERVER_PORT"),
+        (args.rest_port, "model server's REST API", "MODEL_SERVER_REST_PORT"),
     ):
-        if port_in_use(port):
+        if port and port_in_use(port):
             print(
                 f"error: port {port} for the {what} is already in use; free it or set {var}=<port>",
                 file=sys.stderr,
@@ -109,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model_config_file_poll_wait_seconds=30",
         "--file_system_poll_wait_seconds=2",
         "--enable_model_warmup=true",
+        f"--rest_api_port={args.rest_port}",
+        f"--monitoring_config_file={ROOT / 'tf_server' / 'monitoring.config'}",
     ]
     gateway = [
         sys.executable,
@@ -121,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "--access-logfile=-",
     ]
 
-    print(f"starting the model server on :{args.grpc_port} with {config.relative_to(ROOT)} ...", flush=True)
+    rest = f", REST API on 127.0.0.1:{args.rest_port}" if args.rest_port else ""
+    where = f":{args.grpc_port}{rest}"
+    print(f"starting the model server on {where} with {config.relative_to(ROOT)} ...", flush=True)
     processes = [subprocess.Popen(model_server, cwd=ROOT, env=env)]
     print(
         f"starting the gateway on {args.host}:{args.port} "

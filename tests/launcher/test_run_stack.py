@@ -22,14 +22,14 @@ def _children(pid: int) -> list[int]:
 
 
 def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) -> None:
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port, rest_port = free_port(), free_port(), free_port()
     log = tmp_path / "run.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", UPLOAD_FOLDER=str(tmp_path / "up"),
                OUTPUT_FOLDER=str(tmp_path / "out"))
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tools.run_stack", "--host=127.0.0.1", f"--port={port}",
-             f"--grpc-port={grpc_port}", "--workers=1", "--threads=2"],
+             f"--grpc-port={grpc_port}", f"--rest-port={rest_port}", "--workers=1", "--threads=2"],
             cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 180
@@ -41,6 +41,16 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
             ready = json.load(response)
         assert response.status == 200 and set(ready["models"]) == {"shapes", "shapes_jpeg", "digits"}
+        # The model server's REST API, as TF Serving's: status, and a :predict in the row format.
+        rest = f"http://127.0.0.1:{rest_port}/v1/models"
+        with urllib.request.urlopen(f"{rest}/shapes", timeout=10) as response:
+            status = json.load(response)
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        body = json.dumps({"instances": [[[[0.5, 0.5, 0.5]] * 32] * 32]}).encode()
+        request = urllib.request.Request(f"{rest}/digits:predict", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            scores = json.load(response)["predictions"][0]
+        assert len(scores) == 10 and abs(sum(scores) - 1.0) < 1e-3  # the classifier's softmax
         children = _children(proc.pid)
         assert len(children) == 2  # the model server and gunicorn's master
 
@@ -60,7 +70,8 @@ def test_run_stack_refuses_a_busy_port_with_a_clear_message() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "tools.run_stack", f"--port={port}", f"--grpc-port={free_port()}"],
+            [sys.executable, "-m", "tools.run_stack", f"--port={port}", f"--grpc-port={free_port()}",
+             f"--rest-port={free_port()}"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"port {port} for the gateway is already in use" in result.stderr and "PORT=" in result.stderr

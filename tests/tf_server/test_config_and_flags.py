@@ -42,8 +42,20 @@ def test_bare_boolean_flags_mean_true_and_do_not_swallow_the_next_flag() -> None
 
 
 def test_flags_of_the_real_binary_are_ignored_not_refused() -> None:
-    options = parse_flags(["--rest_api_port=8501", "--monitoring_config_file", "/m.config", "--port=1"])
-    assert options.ignored == ("rest_api_port", "monitoring_config_file") and options.port == 1
+    options = parse_flags(["--per_process_gpu_memory_fraction=0.5", "--num_load_threads", "4", "--port=1"])
+    assert options.ignored == ("per_process_gpu_memory_fraction", "num_load_threads") and options.port == 1
+
+
+def test_rest_socket_and_monitoring_flags_are_served() -> None:
+    options = parse_flags(
+        ["--rest_api_port=8501", "--monitoring_config_file", "/m.config", "--grpc_socket_path=/tmp/s.sock"]
+    )
+    assert (options.rest_api_port, options.monitoring_config_file, options.grpc_socket_path) == (
+        8501,
+        "/m.config",
+        "/tmp/s.sock",
+    )
+    assert options.ignored == ()
 
 
 @pytest.mark.parametrize(

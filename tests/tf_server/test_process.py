@@ -69,7 +69,6 @@ def test_flags_of_the_real_binary_are_accepted_and_sigterm_stops_cleanly(
         "--model_name=tiny",
         f"--model_base_path={tmp_path / 'tiny'}",
         "--enable_model_warmup=false",
-        "--rest_api_port=8501",
         "--enable_batching",
         f"--batching_parameters_file={REPO_ROOT / 'tf_server' / 'batching_parameters.txt'}",
         f"--monitoring_config_file={REPO_ROOT / 'tf_server' / 'monitoring.config'}",
@@ -88,7 +87,7 @@ def test_flags_of_the_real_binary_are_accepted_and_sigterm_stops_cleanly(
         assert server.process.wait(timeout=PROCESS_TIMEOUT_S) == 0
         log = server.log()
     assert f"Running gRPC ModelServer at {server.address} ..." in log
-    assert "Flag --rest_api_port is accepted for compatibility" in log
+    assert "Flag --per_process_gpu_memory_fraction is accepted for compatibility" in log
     assert "Received SIGTERM, shutting down" in log and "Server stopped" in log
 
 
@@ -98,6 +97,7 @@ def test_a_broken_config_fails_the_start_like_tf_serving(tmp_path: Path) -> None
     result = run_server(f"--port={free_port()}", f"--model_config_file={config}")
     assert result.returncode == 255
     assert "Failed to start server. Error: Invalid protobuf file" in result.stderr
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: " in result.stderr  # as upstream
 
 
 def test_a_config_without_model_platform_is_refused(tmp_path: Path) -> None:
