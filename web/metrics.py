@@ -44,6 +44,12 @@ STAGE_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+MODEL_SERVER_CALLS = Counter(
+    "gateway_model_server_calls_total",
+    "gRPC calls to the model server by method and final status (OK, UNAVAILABLE, DEADLINE_EXCEEDED, ...), "
+    "after the channel's own retries.",
+    ["method", "code"],
+)
 
 DECODE_PIXELS = Gauge(
     "gateway_decode_pixels_in_flight",

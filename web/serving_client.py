@@ -1,5 +1,10 @@
 """The one TensorFlow Serving client: one gRPC channel per worker process, errors as GatewayErrors.
 
+The channel balances calls over every address of its target (``dns:///name:port`` of a headless
+Kubernetes Service, ``ipv4:a:port,b:port``), round robin, instead of pinning to the first server it
+reached, and retries calls that fail with UNAVAILABLE on another one: Predict, metadata and status
+have no side effects, so a replica that dies mid-call costs a retry, not an error.
+
 The channel is created lazily on first use and re-created when the process id changes, so a
 gunicorn worker never inherits a channel from the master (gRPC channels do not survive fork).
 Message-size limits are raised (a 12 MP uint8 image is 36 MB; the default limit is 4 MB), every
@@ -8,6 +13,7 @@ call has a deadline, and `grpc.RpcError` never leaves this module.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -24,6 +30,7 @@ from web.errors import (
     ModelServerUnavailable,
     PayloadTooLarge,
 )
+from web.metrics import MODEL_SERVER_CALLS
 from web.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -33,6 +40,32 @@ from web.protos.tensorflow_serving.apis import (
 )
 
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+# gRPC keeps what a call has sent so it can replay it on a retry; beyond this many bytes per call it
+# gives up retrying. Uploads for tensor-input models are downsized to MAX_INPUT_SIDE (1600 px: 5.8 MB
+# of uint8 pixels), so 64 MiB covers every request the gateway sends.
+RETRY_BUFFER_BYTES = 64 * 1024 * 1024
+RETRIED_METHODS = (
+    ("tensorflow.serving.PredictionService", "Predict"),
+    ("tensorflow.serving.PredictionService", "GetModelMetadata"),
+    ("tensorflow.serving.ModelService", "GetModelStatus"),
+)
+SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{"service": service, "method": method} for service, method in RETRIED_METHODS],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -47,6 +80,13 @@ CHANNEL_OPTIONS = (
     # server that accepts TCP but hangs must still end in DEADLINE_EXCEEDED, not a fast UNAVAILABLE.)
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
+    # Round robin over every resolved address, and retries of UNAVAILABLE (see SERVICE_CONFIG).
+    ("grpc.service_config", SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
+    # A name's addresses are looked up again at most every 10 s (default 30 s) when a connection
+    # drops, so replicas that come and go are found sooner.
+    ("grpc.dns_min_time_between_resolutions_ms", 10_000),
 )
 
 Response = TypeVar("Response")
@@ -120,10 +160,15 @@ class ServingClient:
         self, method: Callable[..., Response], request: object, timeout: float | None, what: str
     ) -> Response:
         deadline = self.timeout_s if timeout is None else timeout
+        name = what.partition("(")[0]
         try:
-            return method(request, timeout=deadline)
+            response = method(request, timeout=deadline)
         except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            MODEL_SERVER_CALLS.labels(name, code.name).inc()
             raise self.translate(exc, what, deadline) from None
+        MODEL_SERVER_CALLS.labels(name, "OK").inc()
+        return response
 
     def translate(self, exc: grpc.RpcError, what: str, deadline: float) -> GatewayError:
         """Map a gRPC status to the project's exception, with a message naming the address."""

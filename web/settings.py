@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +77,33 @@ def _text(value: Any) -> str:
     return text
 
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/,\[\]]+):(\d{1,5})$")
+TARGET_FORMS = (
+    "host:port (localhost:8500), dns:///host:port (every address the name resolves to, e.g. a headless "
+    "Kubernetes Service), ipv4:10.0.0.1:8500,10.0.0.2:8500 (a fixed list), ipv6:[::1]:8500, or unix:/path"
+)
+
+
+def _host_port(text: str) -> bool:
+    match = _HOST_PORT.match(text)
+    return bool(match) and 0 < int(match.group(2)) < 65536
+
+
 def _address(value: Any) -> str:
+    """A gRPC target: one server, or several that the channel balances calls over (round robin)."""
     text = _text(value)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected host:port, e.g. localhost:8500")
+    scheme, sep, rest = text.partition(":")
+    if sep and scheme in ("ipv4", "ipv6"):
+        ok = bool(rest) and all(_host_port(part) for part in rest.split(","))
+    elif sep and scheme == "dns":
+        name = rest[2:].partition("/")[2] if rest.startswith("//") else rest  # dns://[authority]/host:port
+        ok = _host_port(name)
+    elif sep and scheme in ("unix", "unix-abstract"):
+        ok = bool(rest.strip("/"))
+    else:
+        ok = _host_port(text)
+    if not ok:
+        raise ValueError(f"expected a gRPC target: {TARGET_FORMS}")
     return text
 
 

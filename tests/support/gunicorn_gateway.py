@@ -32,12 +32,8 @@ def running_gateway(
     (TF_SERVING_ADDRESS, MODEL_CONFIG_FILE, ...); results and the log go to `folder`."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ,
-        UPLOAD_FOLDER=str(folder / "upload_folder"),
-        OUTPUT_FOLDER=str(folder / "output"),
-        **{key: str(value) for key, value in settings.items()},
-    )
+    env = dict(os.environ, UPLOAD_FOLDER=str(folder / "upload_folder"), OUTPUT_FOLDER=str(folder / "output"))
+    env.update({key: str(value) for key, value in settings.items()})  # may name other folders
     log_path = folder / "gunicorn.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -59,6 +59,9 @@ def test_keys_need_a_secret_key_to_sign_sessions() -> None:
     [
         ("TF_SERVING_ADDRESS", "no-port", "host:port"),
         ("TF_SERVING_ADDRESS", "host:99999", "host:port"),
+        ("TF_SERVING_ADDRESS", "ipv4:10.0.0.1:8500,10.0.0.2", "ipv4:"),
+        ("TF_SERVING_ADDRESS", "dns:///tf-serving", "dns:///host:port"),
+        ("TF_SERVING_ADDRESS", "http://tf-serving:8500", "gRPC target"),
         ("MAX_CONTENT_LENGTH", "16MB", "positive integer"),
         ("MAX_CONTENT_LENGTH", "0", "positive integer"),
         ("MAX_IMAGE_PIXELS", "-5", "positive integer"),
@@ -77,6 +80,23 @@ def test_invalid_values_name_the_variable(variable: str, value: str, fragment: s
     with pytest.raises(SettingsError) as caught:
         Settings.load(environ={variable: value})
     assert variable in str(caught.value) and fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "localhost:8500",
+        "[::1]:8500",
+        "dns:///tf-serving.models.svc.cluster.local:8500",
+        "dns://10.0.0.10:53/tf-serving:8500",
+        "ipv4:127.0.0.1:8500,127.0.0.1:8510",
+        "ipv6:[::1]:8500,[::1]:8510",
+        "unix:/run/tf-serving.sock",
+    ],
+)
+def test_any_grpc_target_is_accepted(target: str) -> None:
+    """Several replicas behind one name or a fixed list: the channel balances over them."""
+    assert Settings.load(environ={"TF_SERVING_ADDRESS": target}).tf_serving_address == target
 
 
 def test_unknown_override_is_rejected() -> None:
