@@ -47,14 +47,15 @@ ENV TF_SERVING_ADDRESS=tf_server:8500 \
     UPLOAD_FOLDER=/app/upload_folder \
     OUTPUT_FOLDER=/app/output \
     WEB_CONCURRENCY=4 \
-    GUNICORN_CMD_ARGS="--bind=0.0.0.0:5000 --threads=4 --timeout=60 --graceful-timeout=30 --worker-tmp-dir=/dev/shm --access-logfile=-" \
+    GUNICORN_CMD_ARGS="--bind=0.0.0.0:5000 --threads=4 --timeout=60 --graceful-timeout=30 --worker-tmp-dir=/dev/shm --access-logfile=- --no-control-socket" \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 
 USER app
 EXPOSE 5000
 
 # Worker processes: WEB_CONCURRENCY (gunicorn reads it); every other gunicorn option can be
-# changed through GUNICORN_CMD_ARGS. No --preload: each worker opens its own gRPC channel after
+# changed through GUNICORN_CMD_ARGS. --no-control-socket: gunicorn's control socket would go under
+# $HOME, which the non-root user (and a read-only root filesystem on Kubernetes) does not have. No --preload: each worker opens its own gRPC channel after
 # the fork. gunicorn.conf.py (read from the working directory) empties PROMETHEUS_MULTIPROC_DIR
 # at every start and marks dead workers, so /metrics adds up all workers' numbers. Exec form:
 # gunicorn is PID 1 and gets docker's SIGTERM.

@@ -10,6 +10,7 @@ a signature, and so how to feed and read it, is decided once per version by the 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -39,12 +40,17 @@ RESOLVE_TTL_S = 5.0
 LOADING_RETRY_AFTER_S = 5
 
 
+# base_path on object storage (gs://bucket/model, s3://...): TF Serving reads it, the gateway cannot.
+REMOTE_BASE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model named in models.config; `base_path` resolved against the config file's folder."""
+    """A model named in models.config; `base_path` resolved against the config file's folder, or None
+    when the model server reads it from object storage (`gs://...`), which the gateway cannot."""
 
     name: str
-    base_path: Path
+    base_path: Path | None
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ def read_model_config(path: Path) -> list[ModelEntry]:
         ) from None
     entries = []
     for model in config.model_config_list.config:
+        if REMOTE_BASE_PATH.match(model.base_path):
+            entries.append(ModelEntry(model.name, None))  # label maps etc. come from MODELS_DIR/<name>
+            continue
         base = Path(model.base_path)
         if not base.is_absolute():
             base = path.parent / base
@@ -199,9 +208,10 @@ class ModelRegistry:
     def export_metadata(self, name: str, version: int) -> ExportMetadata | None:
         """What the exporter wrote into the version folder (Ultralytics' metadata.yaml), if the gateway
         can see that folder (it can when it shares the models folder with the model server)."""
-        if not version:
+        base = self.entry(name).base_path
+        if not version or base is None:
             return None
-        folder = self.entry(name).base_path / str(version)
+        folder = base / str(version)
         return read_export_metadata(folder, _shown(folder / "metadata.yaml"))
 
     def labels_for(self, reading: ModelReading) -> LabelMap:
@@ -236,10 +246,10 @@ class ModelRegistry:
 
     def _model_folders(self, name: str) -> list[Path]:
         entry = self.entry(name)
-        folders = [entry.base_path]
+        folders = [entry.base_path] if entry.base_path is not None else []
         if self.models_dir is not None:
             folders.append(self.models_dir / name)
-        return folders
+        return folders or [self.config_file.parent / name]  # a remote model without MODELS_DIR
 
     def forget_resolved(self, name: str) -> None:
         """Drop which version "latest" (or a label) meant for `name`; the next call asks the server."""

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import text_format
 
 from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
+from tests.deploy.serving_protos import batching_parameters_class, monitoring_config_class
 from web.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
@@ -122,72 +123,6 @@ def test_tf_server_ports_stay_inside_the_compose_network() -> None:
         assert config["networks"][network].get("internal") is True, f"{network} must be internal"
         attached = [name for name, svc in config["services"].items() if network in svc.get("networks", {})]
         assert sorted(attached) == ["tf_server", "web"], f"only web may share {network} with tf_server"
-
-
-def _message_class(file_proto: descriptor_pb2.FileDescriptorProto, name: str) -> Any:
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file_proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-
-
-def _schema(package: str, messages: dict[str, list[tuple[str, int, str, str | None]]]) -> Any:
-    """A throwaway FileDescriptorProto: ``{message: [(field, number, type, type_name)]}``."""
-    types = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(
-        name=f"{package}.proto",
-        package=package,
-        syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"],
-    )
-    for message, fields in messages.items():
-        msg = proto.message_type.add(name=message)
-        for field, number, kind, type_name in fields:
-            repeated = kind.startswith("repeated ")
-            kind = kind.removeprefix("repeated ")
-            entry = msg.field.add(
-                name=field,
-                number=number,
-                type=getattr(types, f"TYPE_{kind.upper()}"),
-                label=types.LABEL_REPEATED if repeated else types.LABEL_OPTIONAL,
-            )
-            if type_name:
-                entry.type_name = type_name
-    return proto
-
-
-def batching_parameters_class() -> Any:
-    """TF Serving's BatchingParameters (session_bundle_config.proto), fields 1-7, rebuilt here."""
-    int64 = ".google.protobuf.Int64Value"
-    proto = _schema(
-        "tensorflow.serving",
-        {
-            "BatchingParameters": [
-                ("max_batch_size", 1, "message", int64),
-                ("batch_timeout_micros", 2, "message", int64),
-                ("max_enqueued_batches", 3, "message", int64),
-                ("num_batch_threads", 4, "message", int64),
-                ("thread_pool_name", 5, "message", ".google.protobuf.StringValue"),
-                ("allowed_batch_sizes", 6, "repeated int64", None),
-                ("pad_variable_length_inputs", 7, "bool", None),
-            ]
-        },
-    )
-    return _message_class(proto, "tensorflow.serving.BatchingParameters")
-
-
-def monitoring_config_class() -> Any:
-    """TF Serving's MonitoringConfig (monitoring_config.proto), rebuilt here."""
-    proto = _schema(
-        "tensorflow.serving",
-        {
-            "PrometheusConfig": [("enable", 1, "bool", None), ("path", 2, "string", None)],
-            "MonitoringConfig": [
-                ("prometheus_config", 1, "message", ".tensorflow.serving.PrometheusConfig"),
-            ],
-        },
-    )
-    return _message_class(proto, "tensorflow.serving.MonitoringConfig")
 
 
 def test_batching_parameters_file_is_a_valid_batching_parameters_text_proto() -> None:

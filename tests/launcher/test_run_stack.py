@@ -30,7 +30,7 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
         proc = subprocess.Popen(
             [sys.executable, "-m", "tools.run_stack", "--host=127.0.0.1", f"--port={port}",
              f"--grpc-port={grpc_port}", f"--rest-port={rest_port}", "--workers=1", "--threads=2"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while "ready in" not in log.read_text(errors="replace"):
@@ -59,8 +59,8 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
         for child in children:  # both were stopped and reaped, not left running as orphans
             assert not os.path.exists(f"/proc/{child}"), f"process {child} outlived `make run`"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed assertion above: take the launcher's children down too
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
