@@ -29,6 +29,7 @@ import pytest
 
 from tests.support.built_models import build_models
 from tests.support.model_server import REPO_ROOT, ServerProcess, free_port, model_server_process
+from tests.support.saved_model_file import meta_graphs
 from tests.support.tf1_models import (
     HALF_PLUS_THREE_SIGNATURES,
     HALF_PLUS_TWO_SIGNATURES,
@@ -41,7 +42,6 @@ from tests.support.tf1_models import (
 from tests.tf_server.grpc_client import ServingClient, rpc_error, serving_client, to_ndarray
 from web.protos.tensorflow.core.example import example_pb2
 from web.protos.tensorflow.core.framework import tensor_pb2, types_pb2
-from web.protos.tensorflow.core.protobuf import meta_graph_pb2
 from web.protos.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -178,36 +178,6 @@ def shape_of(proto: tensor_pb2.TensorProto) -> list[int]:
 
 def scores(result: classification_pb2.ClassificationResult) -> list[list[float]]:
     return [[c.score for c in classifications.classes] for classifications in result.classifications]
-
-
-def saved_signature_defs(saved_model_pb: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
-    """signature_def of the "serve" MetaGraphDef in a saved_model.pb, read without TensorFlow (the
-    SavedModel message is field 1 schema version, field 2 repeated MetaGraphDef)."""
-    data, pos, found = saved_model_pb.read_bytes(), 0, {}
-
-    def varint() -> int:
-        nonlocal pos
-        shift = value = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        if key & 7 == 0:
-            varint()
-            continue
-        size = varint()
-        if key >> 3 == 2:
-            graph = meta_graph_pb2.MetaGraphDef.FromString(data[pos : pos + size])
-            if list(graph.meta_info_def.tags) == ["serve"]:
-                found = dict(graph.signature_def)
-        pos += size
-    return found
 
 
 # -- Predict --------------------------------------------------------------------------------------
@@ -496,7 +466,8 @@ def test_metadata_is_the_meta_graphs_signature_def_map(
     assert response.model_spec.name == model and response.model_spec.version.value == VERSION
     assert list(response.metadata) == ["signature_def"]
     served = client.signature_defs(model).signature_def
-    on_disk = saved_signature_defs(tf1_models / model / VERSION_DIR / "saved_model.pb")
+    graphs = meta_graphs((tf1_models / model / VERSION_DIR / "saved_model.pb").read_bytes())
+    on_disk = next(dict(g.signature_def) for g in graphs if list(g.meta_info_def.tags) == ["serve"])
     assert dict(served) == on_disk
     if model == TF2:
         assert set(served) == set(signatures) | {"__saved_model_init_op"}

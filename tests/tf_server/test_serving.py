@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support.model_server import running_model_server
+from tests.support.saved_model_file import meta_graphs
 from tests.tf_server.grpc_client import (
     ServingClient,
     image_input,
@@ -26,7 +27,6 @@ from tests.tf_server.grpc_client import (
     to_ndarray,
 )
 from web.protos.tensorflow.core.framework import types_pb2
-from web.protos.tensorflow.core.protobuf import meta_graph_pb2
 from web.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 DETECTION_OUTPUTS = {
@@ -79,32 +79,6 @@ def client(served: Path) -> Iterator[ServingClient]:
         yield client
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def saved_model_meta_graphs(saved_model_pb: bytes) -> list[meta_graph_pb2.MetaGraphDef]:
-    """MetaGraphDefs of a SavedModel file (field 2 of tensorflow.SavedModel), without TensorFlow."""
-    graphs, pos = [], 0
-    while pos < len(saved_model_pb):
-        key, pos = _read_varint(saved_model_pb, pos)
-        if key & 7 == 0:
-            _, pos = _read_varint(saved_model_pb, pos)
-            continue
-        size, pos = _read_varint(saved_model_pb, pos)
-        if key >> 3 == 2:
-            graphs.append(meta_graph_pb2.MetaGraphDef.FromString(saved_model_pb[pos : pos + size]))
-        pos += size
-    return graphs
-
-
 def test_status_of_every_model_follows_its_version_policy(client: ServingClient) -> None:
     assert client.status("tiny") == {2: "AVAILABLE"}
     assert client.status("tiny_all") == {2: "AVAILABLE", 1: "AVAILABLE"}
@@ -125,7 +99,7 @@ def test_metadata_is_the_saved_models_signature_def_map(client: ServingClient, s
 
     [meta_graph] = [
         g
-        for g in saved_model_meta_graphs((served / "models" / "tiny" / "2" / "saved_model.pb").read_bytes())
+        for g in meta_graphs((served / "models" / "tiny" / "2" / "saved_model.pb").read_bytes())
         if list(g.meta_info_def.tags) == ["serve"]
     ]
     assert dict(signature_map.signature_def) == dict(meta_graph.signature_def)
