@@ -116,6 +116,17 @@ class _Routes:
 LoadFunction = Callable[[ModelConfig, int, Path], "Servable"]
 
 
+def release_cycles() -> None:
+    """Free a retired version's graph, which sits in reference cycles. The server freezes what it
+    loaded at start-up (``gc.freeze()``, so collections skip it); frozen objects are never collected,
+    so thaw, collect, and freeze what is left again."""
+    frozen = gc.get_freeze_count() > 0
+    gc.unfreeze()
+    gc.collect()
+    if frozen:
+        gc.freeze()
+
+
 class ModelManager:
     """Owns the servables of every configured model and the threads that keep them current."""
 
@@ -479,7 +490,7 @@ class ModelManager:
         with self._state_lock:
             record.servable = None
             record.state = VersionState.END
-        gc.collect()
+        release_cycles()
         log.info("Done unloading servable version %s", id_text)
 
     def _publish(self) -> None:

@@ -52,6 +52,9 @@ RETRIED_METHODS = (
 SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
+        # Retries stop while more than half of recent calls failed: an overloaded TF Serving (its
+        # batching queue full answers UNAVAILABLE) gets no extra calls from the retries.
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
         "methodConfig": [
             {
                 "name": [{"service": service, "method": method} for service, method in RETRIED_METHODS],

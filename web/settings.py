@@ -78,6 +78,7 @@ def _text(value: Any) -> str:
 
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/,\[\]]+):(\d{1,5})$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}:")
 TARGET_FORMS = (
     "host:port (localhost:8500), dns:///host:port (every address the name resolves to, e.g. a headless "
     "Kubernetes Service), ipv4:10.0.0.1:8500,10.0.0.2:8500 (a fixed list), ipv6:[::1]:8500, or unix:/path"
@@ -93,8 +94,10 @@ def _address(value: Any) -> str:
     """A gRPC target: one server, or several that the channel balances calls over (round robin)."""
     text = _text(value)
     scheme, sep, rest = text.partition(":")
-    if sep and scheme in ("ipv4", "ipv6"):
-        ok = bool(rest) and all(_host_port(part) for part in rest.split(","))
+    if sep and scheme == "ipv4":
+        ok = bool(rest) and all(_host_port(part) and _IPV4.match(part) for part in rest.split(","))
+    elif sep and scheme == "ipv6":
+        ok = bool(rest) and all(_host_port(part) and part.startswith("[") for part in rest.split(","))
     elif sep and scheme == "dns":
         name = rest[2:].partition("/")[2] if rest.startswith("//") else rest  # dns://[authority]/host:port
         ok = _host_port(name)

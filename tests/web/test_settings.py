@@ -60,6 +60,8 @@ def test_keys_need_a_secret_key_to_sign_sessions() -> None:
         ("TF_SERVING_ADDRESS", "no-port", "host:port"),
         ("TF_SERVING_ADDRESS", "host:99999", "host:port"),
         ("TF_SERVING_ADDRESS", "ipv4:10.0.0.1:8500,10.0.0.2", "ipv4:"),
+        ("TF_SERVING_ADDRESS", "ipv4:tf-serving:8500", "ipv4:"),  # names go in dns:///, not ipv4:
+        ("TF_SERVING_ADDRESS", "ipv6:::1:8500", "ipv6:"),
         ("TF_SERVING_ADDRESS", "dns:///tf-serving", "dns:///host:port"),
         ("TF_SERVING_ADDRESS", "http://tf-serving:8500", "gRPC target"),
         ("MAX_CONTENT_LENGTH", "16MB", "positive integer"),
