@@ -47,9 +47,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False
-    app.extensions["gateway"] = Gateway(settings, store=ResultStore.from_settings(settings))
+    store = ResultStore.from_settings(settings)
+    app.extensions["gateway"] = Gateway(settings, store=store)
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    problem = store.storage_problem()
+    if problem:  # predictions still work; the form and store=true will answer 507 until it is fixed
+        app.logger.warning("results cannot be stored: %s (UPLOAD_FOLDER / OUTPUT_FOLDER)", problem)
 
     if settings.trusted_proxies:
         # Behind nginx (or another proxy): the client's address and scheme from X-Forwarded-*.

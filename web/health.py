@@ -33,7 +33,11 @@ def readyz() -> tuple[Response, int]:
     body = {"status": "ready" if state.ready else "not ready"}
     if authenticated():  # without a key: the status only, no addresses or model names
         body.update(
-            reason=state.reason, model_server=gateway.settings.tf_serving_address, models=state.models
+            reason=state.reason,
+            model_server=gateway.settings.tf_serving_address,
+            models=state.models,
+            # Not part of readiness: predictions work without it, only stored results need it.
+            storage=gateway.store.storage_problem() or "writable",
         )
     return jsonify(body), 200 if state.ready else 503
 

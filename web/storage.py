@@ -161,6 +161,18 @@ class ResultStore:
         self.max_count = max_count
         self.max_bytes = max_bytes
 
+    def storage_problem(self) -> str | None:
+        """Why results cannot be stored here (a folder missing and not creatable, or not writable by
+        this process, e.g. a shared volume owned by root), or None. Cheap: no file is written."""
+        for folder in (self.upload_folder, self.output_folder):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot create {folder}: {exc.strerror}"
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"{folder} is not writable by uid {os.getuid()}"
+        return None
+
     @classmethod
     def from_settings(cls, settings: Any) -> ResultStore:
         """Build from `web.settings.Settings` (upload/output folders, RESULTS_MAX_COUNT/BYTES)."""

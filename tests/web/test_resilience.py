@@ -114,6 +114,28 @@ def test_an_unwritable_output_folder_is_507_and_leaves_nothing(
     assert not (tmp_path / "upload_folder").exists() or list((tmp_path / "upload_folder").iterdir()) == []
 
 
+def test_readiness_details_say_when_results_cannot_be_stored(
+    make_app, demo_model_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Predictions still work, so readiness holds; the details and a start-up warning say why the
+    form and store=true will answer 507 (a shared volume the gateway's uid cannot write, say)."""
+    output = tmp_path / "output"
+    output.write_text("a file where the output folder should be")
+    with caplog.at_level("WARNING"):
+        app = make_app(
+            TF_SERVING_ADDRESS=demo_model_server, MODEL_CONFIG_FILE=DEMO_CONFIG, OUTPUT_FOLDER=output
+        )
+    assert any(
+        "results cannot be stored" in r.getMessage() and str(output) in r.getMessage() for r in caplog.records
+    )
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["storage"].startswith(f"cannot create {output}")
+    fine = make_app(
+        TF_SERVING_ADDRESS=demo_model_server, MODEL_CONFIG_FILE=DEMO_CONFIG, OUTPUT_FOLDER=tmp_path / "out2"
+    )
+    assert fine.test_client().get("/readyz").get_json()["storage"] == "writable"
+
+
 def _small_disk() -> None:
     """In the gateway process: files may not grow past 64 KiB (a full disk, as far as writes go)."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
