@@ -17,6 +17,15 @@ the way its ``PrometheusExporter`` writes them (``/`` becomes ``:``, so names st
   and the REST method (``predict``, ``classify``, ``regress``; empty for GET status and metadata)
   with ``entrypoint="REST"``, as TF Serving labels them.
 
+Label values have backslash, double quote and line feed escaped, as the text format requires.
+The series stay bounded whatever clients send: once ``ServingMetrics.bind_models`` has told it which
+models are configured (``RestApi`` does), a request for any other name (a typo, a made-up or URL-
+encoded name, a model not served) is counted under the fixed ``model_name=""``, the label the REST
+requests that name no model (malformed paths, ``/v1/models``) have too; no served model can have
+that name. TF Serving labels its ``request_count`` with the requested name as sent, but only for
+requests that reach a model's handler; the one fixed label keeps the failures countable without a
+series per name.
+
 The values live in a prometheus-client ``CollectorRegistry`` of their own (``ServingMetrics.registry``,
 for ``prometheus_client.generate_latest`` or tests). That library's own text format would rename the
 counter (``..._total`` plus ``..._created`` series) and format buckets differently, so the HTTP page
@@ -28,7 +37,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +54,7 @@ log = logging.getLogger("tf_server")
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+UNKNOWN_MODEL = ""  # the model_name of requests for no model, or for one that is not configured
 
 
 def _exponential_buckets(scale: float, growth: float, count: int) -> tuple[float, ...]:
@@ -136,7 +146,7 @@ def _g(value: float) -> str:
 
 
 def _label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"') for value in values)
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for value in values)
     return ",".join(f'{name}="{value}"' for name, value in zip(names, escaped, strict=True))
 
 
@@ -199,8 +209,20 @@ class ServingMetrics:
         self._latency: dict[tuple[str, str, str], _Histogram] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
+        self._served: Callable[[str], bool] | None = None
+
+    def bind_models(self, served: Callable[[str], bool]) -> None:
+        """``served(name)``: whether ``name`` is a configured model; other names are counted as ''."""
+        self._served = served
 
     def _record(self, model: str, api: str, entrypoint: str, code: grpc.StatusCode, seconds: float) -> None:
+        if model and self._served is not None:
+            try:
+                served = self._served(model)
+            except RuntimeError:  # the model list changed while it was read (a config reload)
+                served = False
+            if not served:
+                model = UNKNOWN_MODEL
         with self._lock:
             key = (model, code.name)
             self._counts[key] = self._counts.get(key, 0) + 1

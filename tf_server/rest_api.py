@@ -23,15 +23,28 @@ past it the client gets 504 ``Timed out waiting for notification`` (a run alread
 be interrupted from Python; it finishes unseen). The HTTP server is ``http.server``'s threading
 server speaking HTTP/1.1 with keep-alive, as evhttp does, in a daemon thread; ``RestApi`` is also
 a WSGI application.
+
+Limits, as module constants: a listen backlog of ``LISTEN_BACKLOG``; at most ``MAX_CONNECTIONS``
+connections served at once (more wait in the backlog); a connection idle ``IDLE_CONNECTION_S``
+between requests is closed, and a request must be read whole (line, headers, body) within
+``REQUEST_READ_S`` of its first byte, else the connection closes unanswered; bodies over
+``MAX_BODY_BYTES`` (1 GiB) are answered 413 ``{"error": ...}``, bad chunk framing or a body that
+ends before its ``Content-Length`` 400, and the connection is closed. A request that fails
+unexpectedly is a 500 with a one-line message (logged once, its traceback at debug level); a
+client that goes away is logged at debug level. ``RestServer.stop`` stops accepting, answers 503
+to requests that start after it began, waits up to ``STOP_GRACE_S`` for those in flight, then
+closes the connections and the pool.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 import zlib
@@ -56,7 +69,7 @@ from werkzeug.wrappers import Request
 from tf_server import json_tensor
 from tf_server.errors import ServingError, invalid_argument
 from tf_server.monitoring import ServingMetrics
-from tf_server.servable import DEFAULT_SIGNATURE
+from tf_server.servable import DEFAULT_SIGNATURE, Servable
 from tf_server.serving_core import ServingCore
 
 log = logging.getLogger("tf_server")
@@ -78,6 +91,11 @@ _STATUS_PATH = re.compile(
 _CORS_ORIGIN = re.compile(r"https?://")
 _ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})  # evhttp's
 IDLE_CONNECTION_S = 300.0  # a keep-alive connection idle this long is closed
+REQUEST_READ_S = 60.0  # a request's line, headers and body must arrive this soon after its first byte
+MAX_BODY_BYTES = 1 << 30  # larger request bodies are refused with 413 (TF Serving's gRPC limit is 2 GiB)
+MAX_CONNECTIONS = 512  # connections served at once; more wait in the listen backlog
+LISTEN_BACKLOG = 128
+STOP_GRACE_S = 5.0  # how long stop() waits for the requests in flight
 MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024  # ZLib::kMaxUncompressedBytes
 
 # ToHTTPStatusCode in http_server.cc.
@@ -209,9 +227,9 @@ class RestHandler:
             answer.code = error.code
             answer.body = json_tensor.make_json_from_error(error.message)
         except Exception as error:  # a bug, not a request error: still answer in TF Serving's shape
-            log.exception("REST request %s %s failed", http_method, path)
+            _log_unexpected(error, "REST request %s %s failed", http_method, path[:200])
             answer.code = grpc.StatusCode.UNKNOWN
-            answer.body = json_tensor.make_json_from_error(f"{type(error).__name__}: {error}")
+            answer.body = json_tensor.make_json_from_error(_short(error))
         return answer
 
     @staticmethod
@@ -266,9 +284,9 @@ class RestHandler:
         if route.label is not None:
             spec.version_label = route.label
 
-    def _input_infos(self, spec: Any, signature_name: str) -> Any:
+    @staticmethod
+    def _input_infos(servable: Servable, signature_name: str) -> Any:
         """``GetInfoMap``: the signature's inputs, from the servable the request names."""
-        servable = self._core.manager.resolve(spec)
         name = signature_name or DEFAULT_SIGNATURE
         signature = servable.signatures.get(name)
         if signature is not None:
@@ -283,10 +301,16 @@ class RestHandler:
     def _predict(self, route: _Route, body: bytes) -> str:
         request = predict_pb2.PredictRequest()
         self._fill_spec(route, request.model_spec)
-        request_format = json_tensor.fill_predict_request(
-            body, lambda signature: self._input_infos(request.model_spec, signature), request
-        )
-        response = self._run(lambda: self._core.predict(request, ENTRYPOINT))
+        resolved: list[Servable] = []  # resolved once: the JSON is decoded for the version that runs
+
+        def input_infos(signature: str) -> Any:
+            if not resolved:
+                resolved.append(self._core.resolve(request))
+            return self._input_infos(resolved[0], signature)
+
+        request_format = json_tensor.fill_predict_request(body, input_infos, request)
+        servable = resolved[0] if resolved else None
+        response = self._run(lambda: self._core.predict(request, ENTRYPOINT, servable))
         return json_tensor.make_json_from_tensors(response.outputs, request_format)
 
     def _classify(self, route: _Route, body: bytes) -> str:
@@ -315,6 +339,18 @@ class RestHandler:
 
 
 # ------------------------------------------------------------------------------ HTTP
+
+
+def _short(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _log_unexpected(error: BaseException, message: str, *args: Any) -> None:
+    """An error no request should cause: one log line (the traceback only at debug level)."""
+    log.error(message + ": %s", *args, _short(error))
+    log.debug("The traceback of that error", exc_info=error)
+
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -366,6 +402,8 @@ class RestApi:
         metrics: ServingMetrics | None = None,
     ) -> None:
         self._handler = RestHandler(core, self._run_model)
+        if metrics is not None:  # a model_name label only for configured models (see monitoring)
+            metrics.bind_models(lambda name: name in core.manager.model_names())
         self._cors = cors
         self._metrics = metrics
         self._timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
@@ -373,13 +411,16 @@ class RestApi:
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # after RestServer.stop's grace period
 
     def _run_model(self, work: Callable[[], Any]) -> Any:
         """A Predict/Classify/Regress core call, on the pool of ``--rest_api_num_threads``; past
         ``--rest_api_timeout_in_ms`` (time waiting for a thread included) the answer is
         DEADLINE_EXCEEDED. A call still queued is dropped; a running one finishes unseen."""
-        future = self._pool.submit(work)
+        try:
+            future = self._pool.submit(work)
+        except RuntimeError:  # the pool is closed: the server is stopping
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, "The server is shutting down") from None
         try:
             return future.result(timeout=self._timeout_s)
         except futures.TimeoutError:
@@ -440,50 +481,138 @@ class RestApi:
 
 
 class _BadBody(ValueError):
-    """A request body that cannot be read (bad Content-Length or chunk framing)."""
+    """A request body that cannot be read (bad Content-Length or chunk framing, cut short)."""
+
+
+class _BodyTooLarge(ValueError):
+    """A request body over ``MAX_BODY_BYTES``."""
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_READ_PIECE = 1 << 20  # bodies are read a MiB at a time: memory follows what arrives, not what is announced
+
+
+class _DeadlineReader(socket.SocketIO):
+    """A connection's reads, each given at most what is left of the request's ``deadline`` (the
+    idle timeout between requests, when None)."""
+
+    def __init__(self, sock: socket.socket, idle_s: float) -> None:
+        super().__init__(sock, "rb")
+        self._connection = sock
+        self.idle_s = idle_s
+        self.deadline: float | None = None
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.deadline is None:
+            self._connection.settimeout(self.idle_s)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request was not read in time")
+            self._connection.settimeout(left)
+        return super().readinto(buffer)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive (as evhttp): every body is read whole, every answer has a length."""
+    """HTTP/1.1 with keep-alive (as evhttp): every body is read whole, every answer has a length.
+
+    A connection waits up to ``IDLE_CONNECTION_S`` for a request; once its first byte arrives, the
+    request line, headers and body must arrive within ``REQUEST_READ_S`` (as evhttp's read timeout
+    bounds a request), or the connection is closed unanswered."""
 
     protocol_version = "HTTP/1.1"
     server_version = "tf_server"
     disable_nagle_algorithm = True  # headers and body go out in two writes
     timeout = IDLE_CONNECTION_S
     server: _HttpServer
+    _admitted = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by one whose reads keep the request's deadline
+        self.connection._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile counts its files
+        self._reader = _DeadlineReader(self.connection, IDLE_CONNECTION_S)
+        self.rfile = io.BufferedReader(self._reader)
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, add=False)
+        super().finish()
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = None
+        try:
+            started = bool(self.rfile.peek(1))  # waits (idle timeout) for the next request
+        except OSError:  # idle past the timeout, reset, or shut down by stop()
+            started = False
+        if not started:
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.request_read_s
+        self._admitted = self.server.begin_request()
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.end_request(self._admitted)
+
+    def _read_exactly(self, size: int, pieces: list[bytes]) -> None:
+        while size > 0:
+            piece = self.rfile.read(min(size, _READ_PIECE))
+            if not piece:
+                raise _BadBody("the request body ended before its announced length")
+            pieces.append(piece)
+            size -= len(piece)
 
     def _read_body(self) -> bytes:
+        limit = self.server.max_body_bytes
+        pieces: list[bytes] = []
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            total = 0
             while True:
                 line = self.rfile.readline(65537)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise _BadBody(f"bad chunk size line {line[:40]!r}") from None
+                size_text = line.split(b";", 1)[0].strip()
+                if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(size_text):
+                    raise _BadBody(f"bad chunk size line {line[:40]!r}")
+                size = int(size_text, 16)
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(65537)
+                    return b"".join(pieces)
+                total += size
+                if total > limit:
+                    raise _BodyTooLarge(f"Request body too large: more than {limit} bytes")
+                self._read_exactly(size, pieces)
+                if self.rfile.readline(65537) not in (b"\r\n", b"\n"):
+                    raise _BadBody("a chunk does not end where its size says")
         length = self.headers.get("Content-Length")
         if not length:
             return b""
         try:
             size = int(length)
         except ValueError:
-            raise _BadBody(f"bad Content-Length {length!r}") from None
+            raise _BadBody(f"bad Content-Length {length[:40]!r}") from None
         if size < 0:
-            raise _BadBody(f"bad Content-Length {length!r}")
-        return self.rfile.read(size)
+            raise _BadBody(f"bad Content-Length {length[:40]!r}")
+        if size > limit:
+            raise _BodyTooLarge(f"Request body too large: {size} bytes, more than {limit}")
+        self._read_exactly(size, pieces)
+        return b"".join(pieces)
 
     def _serve(self) -> None:
+        if not self._admitted:  # arrived after stop() began
+            error = json_tensor.make_json_from_error("The server is shutting down")
+            self._reply(503, [*_JSON, ("Connection", "close")], json_tensor.encode(error))
+            return
         try:
             body = self._read_body()
+        except _BodyTooLarge as error:  # the rest of the body is not read: the connection closes
+            payload = json_tensor.encode(json_tensor.make_json_from_error(str(error)))
+            status, headers = 413, [*_JSON, ("Connection", "close")]
         except _BadBody as error:
             status, headers, payload = 400, [("Connection", "close")], str(error).encode()
         else:
+            self._reader.deadline = None
+            self.connection.settimeout(self.timeout)  # the answer is written under the idle timeout
             try:
                 status, headers, payload = self.server.app.respond(
                     self.command,
@@ -492,9 +621,12 @@ class _Handler(BaseHTTPRequestHandler):
                     body,
                     self.headers.get("Content-Encoding", ""),
                 )
-            except Exception:
-                log.exception("REST request %s %s failed", self.command, self.path)
+            except Exception as error:
+                _log_unexpected(error, "REST request %s %s failed", self.command, self.path[:200])
                 status, headers, payload = _libevent_error(500, "Internal Server Error")
+        self._reply(status, headers, payload)
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status, _REASONS.get(status, "Unknown"))
         for name, value in headers:
             self.send_header(name, value)
@@ -516,14 +648,101 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _HttpServer(ThreadingHTTPServer):
+    """``http.server``'s threading server with a listen backlog of ``LISTEN_BACKLOG``, at most
+    ``MAX_CONNECTIONS`` connections served at once (more wait in the backlog until one closes),
+    and a graceful stop (``begin_stop``, ``wait_idle``, ``close_connections``)."""
+
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
     app: RestApi
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        request_read_s: float = REQUEST_READ_S,
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.request_read_s = request_read_s
+        self.stopping = False
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._state = threading.Condition()
+        self._in_flight = 0
+        self._connections: set[socket.socket] = set()
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also resolves socket.getfqdn(host), which can hang for seconds
         # where DNS is unreachable (containers); the name is only used for CGI.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        while not self._slots.acquire(timeout=0.1):  # all connection threads busy: the backlog waits
+            if self.stopping:
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away is no error (debug); anything else is one log line."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # BrokenPipeError, ConnectionResetError, timeouts ...
+            log.debug("REST connection from %s ended: %r", client_address, error)
+        elif error is not None:
+            _log_unexpected(error, "REST connection from %s failed", client_address)
+
+    def track(self, connection: socket.socket, add: bool) -> None:
+        with self._state:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def begin_request(self) -> bool:
+        """A request started on a connection: False when stop() has begun (it is answered 503)."""
+        with self._state:
+            if self.stopping:
+                return False
+            self._in_flight += 1
+            return True
+
+    def end_request(self, admitted: bool) -> None:
+        if admitted:
+            with self._state:
+                self._in_flight -= 1
+                self._state.notify_all()
+
+    def begin_stop(self) -> None:
+        with self._state:
+            self.stopping = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._state:
+            return self._state.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def close_connections(self) -> None:
+        """Wakes the threads of idle keep-alive connections (their reads end; they close)."""
+        with self._state:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _HttpServer6(_HttpServer):
@@ -532,7 +751,8 @@ class _HttpServer6(_HttpServer):
 
 @dataclass
 class RestServer:
-    """A running REST server; ``stop()`` closes the port and the request pool."""
+    """A running REST server; ``stop()`` stops accepting, lets the requests in flight finish (up to
+    ``STOP_GRACE_S``), then closes the connections and the request pool."""
 
     server: _HttpServer
     app: RestApi
@@ -542,9 +762,13 @@ class RestServer:
     def port(self) -> int:
         return self.server.server_address[1]
 
-    def stop(self) -> None:
-        self.server.shutdown()
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        self.server.begin_stop()  # requests starting from now on are answered 503
+        self.server.shutdown()  # no more connections accepted
         self.server.server_close()
+        if not self.server.wait_idle(grace_s):
+            log.warning("REST requests still running after %.0f s; stopping anyway", grace_s)
+        self.server.close_connections()
         self.app.close()
         self.thread.join(timeout=5.0)
 
@@ -558,13 +782,22 @@ def start_rest_server(
     timeout_ms: int = 30_000,
     cors: bool = False,
     metrics: ServingMetrics | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    request_read_s: float = REQUEST_READ_S,
 ) -> RestServer:
     """Serve the REST API on ``host:port`` (0: any free port) in a daemon thread; raises OSError
     when the port cannot be bound."""
     app = RestApi(core, num_threads=num_threads, timeout_ms=timeout_ms, cors=cors, metrics=metrics)
     server_class = _HttpServer6 if ":" in host else _HttpServer
     try:
-        server = server_class((host, port), _Handler)
+        server = server_class(
+            (host, port),
+            _Handler,
+            max_connections=max_connections,
+            max_body_bytes=max_body_bytes,
+            request_read_s=request_read_s,
+        )
     except BaseException:
         app.close()
         raise

@@ -184,6 +184,8 @@ def serve(options: ServerOptions) -> int:
         # The loaded graphs are millions of long-lived Python objects: keep the garbage collector from
         # walking them again on every collection (a JSON request body alone triggers several).
         gc.freeze()
+        if metrics is not None:  # made-up model names share one series, from the first request on
+            metrics.bind_models(lambda name: name in manager.model_names())
         core = ServingCore(
             manager,
             observe=metrics.observe if metrics is not None else None,

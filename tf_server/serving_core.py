@@ -60,38 +60,47 @@ class ServingCore:
                 self._observe(model, api, entrypoint, code, time.perf_counter() - started)
 
     def resolve(self, request) -> Servable:  # noqa: ANN001 - any request with a model_spec
+        """The servable a request names. ``predict``/``classify``/``regress`` take the one a front
+        end already resolved (the REST API decodes JSON against it), so that decoding and running
+        use the same version even while "latest" or a label moves."""
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
         return self.manager.resolve(request.model_spec)
 
     def predict(
-        self, request: predict_pb2.PredictRequest, entrypoint: str = "GRPC"
+        self, request: predict_pb2.PredictRequest, entrypoint: str = "GRPC", servable: Servable | None = None
     ) -> predict_pb2.PredictResponse:
         return self._timed(
             "Predict",
             request.model_spec.name,
             entrypoint,
-            lambda: run_predict(self.resolve(request), request),
+            lambda: run_predict(servable or self.resolve(request), request),
         )
 
     def classify(
-        self, request: classification_pb2.ClassificationRequest, entrypoint: str = "GRPC"
+        self,
+        request: classification_pb2.ClassificationRequest,
+        entrypoint: str = "GRPC",
+        servable: Servable | None = None,
     ) -> classification_pb2.ClassificationResponse:
         return self._timed(
             "Classify",
             request.model_spec.name,
             entrypoint,
-            lambda: run_classify(self.resolve(request), request, self._check),
+            lambda: run_classify(servable or self.resolve(request), request, self._check),
         )
 
     def regress(
-        self, request: regression_pb2.RegressionRequest, entrypoint: str = "GRPC"
+        self,
+        request: regression_pb2.RegressionRequest,
+        entrypoint: str = "GRPC",
+        servable: Servable | None = None,
     ) -> regression_pb2.RegressionResponse:
         return self._timed(
             "Regress",
             request.model_spec.name,
             entrypoint,
-            lambda: run_regress(self.resolve(request), request, self._check),
+            lambda: run_regress(servable or self.resolve(request), request, self._check),
         )
 
     def multi_inference(

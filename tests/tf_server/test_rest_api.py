@@ -17,13 +17,16 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,6 +36,7 @@ from tests.support.model_server import REPO_ROOT, ServerProcess, free_port, mode
 from tests.tf_server.grpc_client import serving_client, string_tensor_proto, tensor_proto, to_ndarray
 from tf_server.demo.digits import training_arrays
 from tf_server.demo.synthetic import encode_jpeg, generate_image
+from tf_server.monitoring import _label_text
 
 MONITORING_CONFIG = REPO_ROOT / "tf_server" / "monitoring.config"
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -491,3 +495,228 @@ def test_the_rest_deadline_bounds_model_runs(plain_server: RestServer) -> None:
     # status and metadata are not model runs; the server keeps answering
     assert plain_server.get("/v1/models/digits").status_code == 200
     assert plain_server.get("/v1/models/digits/metadata").status_code == 200
+
+
+# ------------------------------------------------------------------------------ hardening
+
+
+def _raw_exchange(
+    server: RestServer, data: bytes, *, close_write: bool = False, timeout: float = 30
+) -> bytes:
+    """Send raw bytes on a fresh connection; everything the server answers before it closes (or
+    the first answer, when it keeps the connection open)."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(data)
+        if close_write:
+            connection.shutdown(socket.SHUT_WR)
+        received = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                piece = connection.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not piece:
+                break
+            received += piece
+            head, _, rest = received.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if length and len(rest) >= int(length.group(1)):
+                break
+        return received
+
+
+def test_numbers_too_big_for_a_double_are_refused(server: RestServer) -> None:
+    huge = "1" + "0" * 400
+    expected = "JSON Parse error: Number too big to be stored in double. at offset: "
+    for body in (f'{{"instances":[[{huge}]]}}', '{"instances":[[1e400]]}', '{"instances":[-1e400]}'):
+        message = _error(server.post("/v1/models/digits:predict", body), 400)
+        assert message.startswith(expected), message
+    assert _error(server.post("/v1/models/digits:predict", '{"instances":[[1e400]]}'), 400) == expected + "15"
+    for method in ("classify", "regress"):
+        body = f'{{"examples":[{{"x": {huge}}}]}}'
+        assert _error(server.post(f"/v1/models/{TF1_MODEL}:{method}", body), 400).startswith(expected)
+    # 5000 digits: past Python's int() limit too; a number inside a string is only a string
+    assert _error(server.post("/v1/models/digits:predict", f'{{"instances":[{"9" * 5000}]}}'), 400)
+    body = f'{{"instances": [2.0], "signature_name": "serving_default", "x": "{huge}e999"}}'
+    assert server.post(f"/v1/models/{TF1_MODEL}:predict", body).json() == {"predictions": [3.0]}
+    assert "Traceback" not in server.process.log()
+
+
+def test_request_body_limits(server: RestServer) -> None:
+    path = f"/v1/models/{TF1_MODEL}:predict"
+    answer = _raw_exchange(
+        server, f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999999\r\n\r\n{{".encode()
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(body)["error"].startswith("Request body too large")
+    chunked = f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for size in (b"-5", b"+5", b"0x5", b"zz"):
+        answer = _raw_exchange(server, chunked.encode() + size + b"\r\nhello\r\n0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 "), (size, answer[:200])
+    # a body cut short by the client is not answered as if it were whole
+    whole = b'{"instances": [2.0]}'
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(whole) + 40}\r\n\r\n".encode()
+    answer = _raw_exchange(server, head + whole, close_write=True)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"predictions" not in answer
+    # and chunked bodies still work
+    body = chunked.encode() + b"%x\r\n" % len(whole) + whole + b"\r\n0\r\n\r\n"
+    answer = _raw_exchange(server, body)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{\n    "predictions": [3.0\n    ]\n}')
+    assert "Traceback" not in server.process.log()
+
+
+def test_metrics_labels_are_escaped_and_unknown_models_share_one_series(server: RestServer) -> None:
+    count = ":tensorflow:serving:request_count"
+    before = server.get(METRICS_PATH).text
+    injected = server.get("/v1/models/x%22%7D%201%0Aevil_metric%7Ba%3D%22b")
+    assert injected.status_code == 404
+    for index in range(5):
+        assert server.post(f"/v1/models/made-up-{index}:predict", {"instances": [1.0]}).status_code == 404
+    assert server.get("/v1/models/digits").status_code == 200
+    after = server.get(METRICS_PATH).text
+    assert not re.search(r"^evil_metric", after, re.MULTILINE)
+    assert "made-up" not in after and "evil" not in after
+    grown = _metric(after, count, model_name="", status="NOT_FOUND") - _metric(
+        before, count, model_name="", status="NOT_FOUND"
+    )
+    assert grown == 6
+    for line in after.splitlines():  # every line is a comment or one well-formed sample
+        assert line.startswith("# TYPE ") or re.fullmatch(
+            r'[:\w]+(\{(\w+="(?:[^"\\\n]|\\.)*",?)*\})? \S+', line
+        )
+    # the escaping itself (a configured model name may hold any of these characters)
+    assert _label_text(("model_name",), ('a\\b"c\nd',)) == 'model_name="a\\\\b\\"c\\nd"'
+
+
+# In-process servers: a stub core, so that timing (read deadlines, a request in flight while the
+# server stops) can be arranged without models.
+
+
+class _StubCore:
+    """Answers GetModelStatus; the model "slow" takes ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.manager = SimpleNamespace(model_names=lambda: ["slow", "fast"])
+
+    def status(self, request: object, entrypoint: str) -> object:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        if request.model_spec.name == "slow":  # type: ignore[attr-defined]
+            time.sleep(self.delay)
+        return get_model_status_pb2.GetModelStatusResponse()
+
+
+@contextmanager
+def _stub_server(delay: float = 0.0, **limits: float) -> Iterator[object]:
+    from tf_server.rest_api import start_rest_server
+
+    running = start_rest_server(_StubCore(delay), "127.0.0.1", 0, **limits)  # type: ignore[arg-type]
+    try:
+        yield running
+    finally:
+        running.stop(grace_s=2.0)
+
+
+def test_a_request_must_arrive_within_the_read_deadline() -> None:
+    with _stub_server(request_read_s=1.0) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as connection:  # type: ignore[attr-defined]
+            connection.sendall(b"GET /v1/models/fast HTTP/1.1\r\n")
+            started = time.monotonic()
+            closed = False
+            for _ in range(40):  # one header byte every 0.1 s: never a whole request
+                try:
+                    connection.sendall(b"X")
+                    time.sleep(0.1)
+                except OSError:
+                    closed = True
+                    break
+                connection.setblocking(False)
+                try:
+                    closed = connection.recv(1024) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+                connection.setblocking(True)
+                if closed:
+                    break
+            assert closed and time.monotonic() - started < 3.5
+        # a request sent whole is answered as before, on a kept-alive connection
+        client = http.client.HTTPConnection("127.0.0.1", running.port, timeout=10)  # type: ignore[attr-defined]
+        try:
+            for _ in range(2):
+                client.request("GET", "/v1/models/fast")
+                assert client.getresponse().read() == b'{\n "model_version_status": []\n}\n'
+        finally:
+            client.close()
+
+
+def test_stop_lets_requests_in_flight_finish_and_refuses_new_ones() -> None:
+    with _stub_server(delay=1.0) as running:
+        port = running.port  # type: ignore[attr-defined]
+        kept_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        kept_alive.request("GET", "/v1/models/fast")
+        assert kept_alive.getresponse().read()
+        results: dict[str, object] = {}
+
+        def slow_request() -> None:
+            slow = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                slow.request("GET", "/v1/models/slow")
+                response = slow.getresponse()
+                results["slow"] = (response.status, response.read())
+            finally:
+                slow.close()
+
+        in_flight = threading.Thread(target=slow_request)
+        in_flight.start()
+        time.sleep(0.3)
+        stopping = threading.Thread(target=running.stop)  # type: ignore[attr-defined]
+        started = time.monotonic()
+        stopping.start()
+        time.sleep(0.2)
+        try:
+            kept_alive.request("GET", "/v1/models/fast")
+            late = kept_alive.getresponse()
+            status, body = late.status, late.read()
+            assert status == 503 and json.loads(body) == {"error": "The server is shutting down"}
+        except (http.client.RemoteDisconnected, ConnectionError):
+            pass  # a closed connection is the other clean answer
+        finally:
+            kept_alive.close()
+        in_flight.join(timeout=10)
+        stopping.join(timeout=10)
+        assert not stopping.is_alive() and time.monotonic() - started < 5
+        assert results["slow"] == (200, b'{\n "model_version_status": []\n}\n')
+
+
+def test_rest_predict_decodes_and_runs_the_same_servable() -> None:
+    from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    from tf_server.rest_api import RestHandler
+
+    definition = meta_graph_pb2.SignatureDef()
+    definition.inputs["x"].dtype = 1  # DT_FLOAT
+    servable = SimpleNamespace(signatures={"serving_default": SimpleNamespace(inputs=definition.inputs)})
+    calls: dict[str, list[object]] = {"resolve": [], "predict": []}
+
+    class Core:
+        def resolve(self, request: object) -> object:
+            calls["resolve"].append(request)
+            return servable
+
+        def predict(self, request: object, entrypoint: str, resolved: object = None) -> object:
+            calls["predict"].append(resolved)
+            response = predict_pb2.PredictResponse()
+            response.outputs["y"].CopyFrom(tensor_proto(np.array([1.0], dtype=np.float32)))
+            return response
+
+    answer = RestHandler(Core()).process("POST", "/v1/models/m:predict", b'{"instances": [1.0]}')  # type: ignore[arg-type]
+    assert answer.body and json.loads(answer.body) == {"predictions": [1.0]}
+    assert len(calls["resolve"]) == 1 and calls["predict"] == [servable]
