@@ -188,32 +188,36 @@ def _fill_spec(spec, servable: Servable, name: str, signature_name: str) -> None
     spec.version.value = servable.version
 
 
+def _run_example_signature(servable: Servable, request, response, method: str, kind: str,  # noqa: ANN001
+                           outputs_of, fill, check_method: bool):  # noqa: ANN001, ANN202
+    """Classify and Regress alike: find the signature, check its shape, run it on the request's
+    examples and fill ``response.result``; the model spec echoes the request (TF Serving's
+    ``MakeModelSpec``)."""
+    spec = request.model_spec
+    signature = _signature_def(servable, spec.signature_name, method, kind, check_method)
+    aliases = outputs_of(signature, check_method)
+    examples = serialized_examples(request.input)
+    fill(_run_examples(signature, examples, aliases), len(examples), response.result)
+    _fill_spec(response.model_spec, servable, spec.name, spec.signature_name)
+    return response
+
+
 def run_classify(
     servable: Servable, request: classification_pb2.ClassificationRequest, check_method: bool = False
 ) -> classification_pb2.ClassificationResponse:
-    spec = request.model_spec
-    signature = _signature_def(servable, spec.signature_name, CLASSIFY_METHOD, "classification", check_method)
-    aliases = classification_outputs(signature, check_method)
-    examples = serialized_examples(request.input)
-    outputs = _run_examples(signature, examples, aliases)
-    response = classification_pb2.ClassificationResponse()
-    fill_classification(outputs, len(examples), response.result)
-    _fill_spec(response.model_spec, servable, spec.name, spec.signature_name)
-    return response
+    return _run_example_signature(
+        servable, request, classification_pb2.ClassificationResponse(), CLASSIFY_METHOD, "classification",
+        classification_outputs, fill_classification, check_method,
+    )  # fmt: skip
 
 
 def run_regress(
     servable: Servable, request: regression_pb2.RegressionRequest, check_method: bool = False
 ) -> regression_pb2.RegressionResponse:
-    spec = request.model_spec
-    signature = _signature_def(servable, spec.signature_name, REGRESS_METHOD, "regression", check_method)
-    aliases = regression_outputs(signature, check_method)
-    examples = serialized_examples(request.input)
-    outputs = _run_examples(signature, examples, aliases)
-    response = regression_pb2.RegressionResponse()
-    fill_regression(outputs, len(examples), response.result)
-    _fill_spec(response.model_spec, servable, spec.name, spec.signature_name)
-    return response
+    return _run_example_signature(
+        servable, request, regression_pb2.RegressionResponse(), REGRESS_METHOD, "regression",
+        regression_outputs, fill_regression, check_method,
+    )  # fmt: skip
 
 
 def run_multi_inference(
