@@ -40,6 +40,7 @@ from PIL import Image
 from bench import stack
 from bench.clients import GatewayClient, multipart_body
 from bench.images import make_images
+from tools.local_model_server import launch_model_server
 from tools.processes import free_port, log_tail, stop_process
 
 MODEL = "shapes"
@@ -245,24 +246,8 @@ def _port_open(port: int) -> bool:
 
 def start_model_server(port: int, model_config: Path, log: Path) -> subprocess.Popen:
     """`python -m tf_server` on `port` (it opens the port once its models are loaded and warm)."""
-    command = [
-        sys.executable,
-        "-m",
-        "tf_server",
-        f"--port={port}",
-        "--host=127.0.0.1",
-        f"--model_config_file={model_config}",
-        "--enable_model_warmup=true",
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command,
-            cwd=stack.ROOT,
-            env=stack.base_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    flags = (f"--model_config_file={model_config}", "--enable_model_warmup=true")
+    return launch_model_server(port, flags, log)
 
 
 def wait_for_port(proc: subprocess.Popen, port: int, log: Path, timeout: float = 300.0) -> None:

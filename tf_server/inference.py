@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
@@ -25,6 +24,7 @@ from tensorflow_serving.apis import (
 from tf_server.errors import ServingError, invalid_argument
 from tf_server.predict import run_signature
 from tf_server.servable import DEFAULT_SIGNATURE, Servable, Signature
+from tf_server.tensors import datatype_of, dtype_name, format_dims
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -106,32 +106,26 @@ def regression_outputs(signature: Signature, check_method: bool) -> list[str]:
     return [REGRESS_OUTPUTS]
 
 
-def _shape_text(array: np.ndarray) -> str:
-    return "[" + ",".join(str(d) for d in array.shape) + "]"
-
-
 def fill_classification(
     outputs: dict[str, np.ndarray], count: int, result: classification_pb2.ClassificationResult
 ) -> None:
     """``PostProcessClassificationResult``: [batch, classes] tensors to per-example classes."""
     classes, scores = outputs.get(CLASSIFY_CLASSES), outputs.get(CLASSIFY_SCORES)
-    for name, array, dtype in (
-        (CLASSIFY_CLASSES, classes, "DT_STRING"),
-        (CLASSIFY_SCORES, scores, "DT_FLOAT"),
+    for label, array, wanted in (
+        ("classes", classes, types_pb2.DT_STRING),
+        ("scores", scores, types_pb2.DT_FLOAT),
     ):
         if array is None:
             continue
         if array.ndim != 2:
             raise invalid_argument(
-                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(array)}"
+                f"Expected Tensor shape: [batch_size num_classes] but got {format_dims(array.shape)}"
             )
-        is_string = array.dtype == object or array.dtype.kind in ("S", "U")
-        if (dtype == "DT_STRING") != is_string or (dtype == "DT_FLOAT" and array.dtype != np.float32):
-            got = "DT_STRING" if is_string else types_pb2.DataType.Name(_datatype(array))
-            label = "classes" if name == CLASSIFY_CLASSES else "scores"
-            raise invalid_argument(f"Expected {label} Tensor of {dtype}. Got: {got}")
+        if datatype_of(array) != wanted:
+            raise invalid_argument(
+                f"Expected {label} Tensor of {dtype_name(wanted)}. Got: {dtype_name(datatype_of(array))}"
+            )
         if array.shape[0] != count:
-            label = "classes" if name == CLASSIFY_CLASSES else "scores"
             raise invalid_argument(f"Expected {label} output batch size of {count}. Got: {array.shape[0]}")
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid_argument(
@@ -158,22 +152,16 @@ def fill_regression(
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid_argument(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_text(values)}"
+            f"{format_dims(values.shape)}"
         )
     if values.shape[0] != count:
         raise invalid_argument(
             f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}"
         )
-    if values.dtype != np.float32:
-        raise invalid_argument(
-            f"Expected output Tensor of DT_FLOAT.  Got: {types_pb2.DataType.Name(_datatype(values))}"
-        )
+    if datatype_of(values) != types_pb2.DT_FLOAT:
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {dtype_name(datatype_of(values))}")
     for value in values.reshape(-1):
         result.regressions.add(value=float(value))
-
-
-def _datatype(array: np.ndarray) -> int:
-    return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
 
 
 def _run_examples(

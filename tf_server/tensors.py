@@ -131,7 +131,8 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _datatype_of(array: np.ndarray) -> int:
+def datatype_of(array: np.ndarray) -> int:
+    """The TensorFlow DataType of a numpy array (bytes and object arrays are DT_STRING)."""
     if array.dtype == object or array.dtype.kind in ("S", "U"):
         return types_pb2.DT_STRING
     return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
@@ -139,7 +140,7 @@ def _datatype_of(array: np.ndarray) -> int:
 
 def encode_as_proto_field(array: np.ndarray) -> bytes:
     """Serialized TensorProto with the values in typed fields (TF Serving's response format)."""
-    dtype = _datatype_of(array)
+    dtype = datatype_of(array)
     header = tensor_pb2.TensorProto(dtype=dtype)
     for size in array.shape:
         header.tensor_shape.dim.add(size=size)

@@ -64,6 +64,21 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def launch_model_server(port: int, flags: tuple[str, ...], log: Path) -> subprocess.Popen:
+    """Start ``python -m tf_server --port=<port> --host=127.0.0.1 *flags`` (TF_CPP_MIN_LOG_LEVEL=2),
+    its output into ``log``; returns at once (the port opens once the models are loaded)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tf_server", f"--port={port}", "--host=127.0.0.1", *flags],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @contextmanager
 def model_server_process(
     *flags: str, startup_timeout: float = 180.0, log_dir: Path | None = None, port: int | None = None
@@ -72,18 +87,9 @@ def model_server_process(
     given, else in a temporary folder removed afterwards); `port` picks the port (default: a free one)."""
     port = port or free_port()
     address = f"127.0.0.1:{port}"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with tempfile.TemporaryDirectory(prefix="tf_server_log_") as tmp:
         log = Path(log_dir or tmp) / "model_server.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tf_server", f"--port={port}", "--host=127.0.0.1", *flags],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = launch_model_server(port, flags, log)
         try:
             _wait_until_serving(proc, address, log, startup_timeout)
             yield ServerProcess(address, log, proc)

@@ -1,6 +1,6 @@
-"""TF Serving config messages that no installed package ships (``BatchingParameters``,
-``MonitoringConfig``), rebuilt from their field numbers so the tests can parse the config files
-with protobuf's own text format."""
+"""TF Serving's ``BatchingParameters``, which no installed package ships, rebuilt from its field
+numbers so the tests can parse the batching file with protobuf's own text format.
+(``MonitoringConfig`` is the local model server's own, ``tf_server.monitoring.MonitoringConfig``.)"""
 
 from __future__ import annotations
 
@@ -59,17 +59,3 @@ def batching_parameters_class() -> Any:
         },
     )
     return _message_class(proto, "tensorflow.serving.BatchingParameters")
-
-
-def monitoring_config_class() -> Any:
-    """TF Serving's MonitoringConfig (monitoring_config.proto), rebuilt here."""
-    proto = _schema(
-        "tensorflow.serving",
-        {
-            "PrometheusConfig": [("enable", 1, "bool", None), ("path", 2, "string", None)],
-            "MonitoringConfig": [
-                ("prometheus_config", 1, "message", ".tensorflow.serving.PrometheusConfig"),
-            ],
-        },
-    )
-    return _message_class(proto, "tensorflow.serving.MonitoringConfig")

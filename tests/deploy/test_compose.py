@@ -17,7 +17,8 @@ from google.protobuf import text_format
 
 from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
-from tests.deploy.serving_protos import batching_parameters_class, monitoring_config_class
+from tests.deploy.serving_protos import batching_parameters_class
+from tf_server.monitoring import MonitoringConfig
 from web.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
@@ -141,7 +142,7 @@ def test_batching_parameters_file_is_a_valid_batching_parameters_text_proto() ->
 
 def test_monitoring_config_exposes_prometheus_metrics() -> None:
     path = host_file(services(GPU_FILE)["tf_server"], tf_server_flags()["--monitoring_config_file"])
-    config = text_format.Parse(path.read_text(), monitoring_config_class()())
+    config = text_format.Parse(path.read_text(), MonitoringConfig())
     assert config.prometheus_config.enable
     assert config.prometheus_config.path.startswith("/")
 

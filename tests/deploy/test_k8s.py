@@ -28,8 +28,9 @@ from google.protobuf import text_format
 
 from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
-from tests.deploy.serving_protos import batching_parameters_class, monitoring_config_class
+from tests.deploy.serving_protos import batching_parameters_class
 from tests.support import kustomize
+from tf_server.monitoring import MonitoringConfig
 from web.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
@@ -455,19 +456,16 @@ def test_config_map_model_config_lists_the_same_models_as_models_docker_config()
 
 
 @pytest.mark.parametrize(
-    ("flag", "message_class"),
+    ("flag", "message"),
     [
-        ("--batching_parameters_file", batching_parameters_class),
-        ("--monitoring_config_file", monitoring_config_class),
+        ("--batching_parameters_file", batching_parameters_class()),
+        ("--monitoring_config_file", MonitoringConfig),
     ],
 )
-def test_config_map_batching_and_monitoring_say_what_tf_server_files_say(
-    flag: str, message_class: Any
-) -> None:
+def test_config_map_batching_and_monitoring_say_what_tf_server_files_say(flag: str, message: Any) -> None:
     objects = rendered("overlays/gpu")
     deployment, c = tf_serving()
     name, key = config_map_file(objects, deployment, c, compose.flags(c["args"])[flag])
-    message = message_class()
     ours = text_format.Parse(one(objects, "ConfigMap", name)["data"][key], message())
     theirs = text_format.Parse((REPO_ROOT / "tf_server" / key).read_text(), message())
     assert ours == theirs, f"deploy/k8s/base/config/{key} and tf_server/{key} differ"
