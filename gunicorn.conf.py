@@ -46,24 +46,46 @@ def _libc():
 
 
 _LIBC = None
+# mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+# Blocks this big or bigger (decoded photos, 36 MB for 12 MP) get their own mapping, returned to the
+# OS the moment they are freed; smaller ones (a 640x480 request's 0.9 MB tensor) are reused from the
+# heap instead of being mapped, faulted in and unmapped on every request.
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+# Free memory at the top of a heap is kept up to this much before glibc gives it back by itself.
+TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
+# After a request body this large, trim explicitly: memory from pieces under MMAP_THRESHOLD_BYTES
+# that a big upload needed at once would otherwise stay with the worker.
+TRIM_AFTER_BODY_BYTES = 1024 * 1024
 
 
 def post_fork(server, worker) -> None:
-    """Two malloc arenas are plenty for threads that mostly wait on gRPC (glibc's default is one per
-    thread, each keeping its own freed memory)."""
+    """Fixed malloc thresholds and two arenas for threads that mostly wait on gRPC (glibc's default is
+    one arena per thread, each keeping its own freed memory).
+
+    glibc's default thresholds adapt: a freed 1 MB block raises the mmap threshold, and then the top of
+    the heap is trimmed back to the OS at every free, so each request faulted its buffers in again.
+    Fixed thresholds keep a small request's memory warm (measured: building and serializing a 640x480
+    tensor request, 2.3 ms of CPU before, 0.2 ms after) while photos still leave nothing behind.
+    """
     global _LIBC
     _LIBC = _libc()
     if _LIBC is not None:
-        m_arena_max = -8
-        _LIBC.mallopt(m_arena_max, 2)
+        _LIBC.mallopt(M_ARENA_MAX, 2)
+        _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def post_request(worker, req, environ, resp) -> None:
-    """Give freed memory back to the OS after each request.
-
-    A 4000x3000 upload needs a few 36 MB buffers for a moment; glibc keeps freed heap memory for
-    reuse, so without this a worker's RSS stays at its peak. malloc_trim costs microseconds when
-    there is nothing to return, and is not on the request's own latency (the answer is sent).
-    """
-    if _LIBC is not None:
+    """Give memory back to the OS after a large upload (a 12 MP photo), not after every request: a
+    trim costs 0.7-3.7 ms of CPU in the call and the page faults that follow it."""
+    if _LIBC is None:
+        return
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length >= TRIM_AFTER_BODY_BYTES:
         _LIBC.malloc_trim(0)

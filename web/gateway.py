@@ -109,7 +109,7 @@ class Gateway:
         self.settings = settings
         self.client = client or ServingClient(settings.tf_serving_address, settings.grpc_timeout_s)
         self.registry = registry or ModelRegistry(
-            self.client, settings.model_config_file, settings.models_dir
+            self.client, settings.model_config_file, settings.models_dir, settings.config_recheck_s
         )
         self.store = store
         self.decode_budget = DecodeBudget(settings.max_decode_pixels_in_flight, settings.decode_wait_s)
@@ -211,8 +211,9 @@ class Gateway:
     ) -> list[Prediction]:
         """Run `model` on several images, answers in the same order; a bad image fails the whole call."""
         self.registry.entry(model)  # unknown model: 404 before anything else
+        clock = metrics.CpuClock(model)
         try:
-            predictions = self._predict_all(model, uploads, options, label_map)
+            predictions = self._predict_all(model, uploads, options, label_map, clock)
         except GatewayError as exc:
             metrics.count_model_request(model, str(exc.status))
             raise
@@ -227,22 +228,38 @@ class Gateway:
         uploads: Sequence[tuple[str | None, bytes]],
         options: PredictOptions,
         label_map: LabelMap | None,
+        clock: metrics.CpuClock,
     ) -> list[Prediction]:
         if not uploads:
             raise BadRequest("no image: send the picture in the multipart field 'image'")
         if len(uploads) > MAX_BATCH_IMAGES:
             raise BadRequest(f"{len(uploads)} images in one batch; send at most {MAX_BATCH_IMAGES}")
-        # Validate every upload (header only, cheap) before asking the model server anything, so bad
-        # input gets its 4xx even while the model server is down.
+        # Check every upload's header (cheap) before asking the model server anything, so bad input
+        # gets its 4xx even while the model server is down.
         many = len(uploads) > 1
         checked: list[_Checked] = []
         for index, (filename, data) in enumerate(uploads):
             start = time.perf_counter()
             name = display_name(filename)
             name = f"image #{index + 1} ({name})" if many else name
-            info = images.inspect_image(data, max_pixels=self.settings.max_image_pixels, name=name)
+            info = images.inspect_image(
+                data, max_pixels=self.settings.max_image_pixels, name=name, complete=False
+            )
             checked.append((data, info, _ms(start)))
-        reading = self.registry.reading(model, version=options.version, version_label=options.version_label)
+        try:
+            reading = self.registry.reading(
+                model, version=options.version, version_label=options.version_label
+            )
+        except GatewayError:  # a truncated upload is still the client's 400, not the server's 503
+            for data, info, _ in checked:
+                images.ensure_complete(data, info)
+            raise
+        for index, (data, info, ms) in enumerate(checked):
+            if not self._decode_checks(reading, info):
+                start = time.perf_counter()
+                images.ensure_complete(data, info)
+                checked[index] = (data, info, ms + _ms(start))
+        clock.lap("validate")
         if reading.problem or reading.adapter is None:
             raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {reading.problem}")
         labels = label_map if label_map is not None else self.registry.labels_for(reading)
@@ -252,8 +269,17 @@ class Gateway:
         for group in self._groups(reading, checked):
             with self.decode_budget.reserve(self._decoded_pixels(reading, group), "this upload"):
                 prepared = [self._prepare(reading, data, info, ms) for data, info, ms in group]
-                predictions.extend(self._run(model, reading, prepared, options, labels))
+                clock.lap("decode")
+                predictions.extend(self._run(model, reading, prepared, options, labels, clock))
         return predictions
+
+    @staticmethod
+    def _decode_checks(reading: ModelReading, info: images.ImageInfo) -> bool:
+        """Whether building the input decodes the whole JPEG strictly anyway (tensor inputs, and encoded
+        inputs that get a re-encoded upright copy), which makes a separate completeness check redundant."""
+        if info.format != "JPEG" or reading.image_input is None:
+            return False
+        return reading.image_input.kind != InputKind.ENCODED or not images.sent_as_uploaded(info)
 
     @staticmethod
     def _decoded_pixels(reading: ModelReading, group: list[_Checked]) -> int:
@@ -324,6 +350,7 @@ class Gateway:
         group: list[_Prepared],
         options: PredictOptions,
         labels: LabelMap,
+        clock: metrics.CpuClock,
     ) -> list[Prediction]:
         start = time.perf_counter()
         try:
@@ -348,6 +375,7 @@ class Gateway:
             reading = newer
             response = self.client.predict(self._request(reading, group))
         predict_ms = _ms(start)
+        clock.lap("predict")
         try:
             outputs = {key: proto_to_ndarray(proto) for key, proto in response.outputs.items()}
         except TensorConversionError as exc:
@@ -373,6 +401,7 @@ class Gateway:
                 "total": item.decode_ms + predict_ms + post_ms,
             }
             results.append(prediction)
+        clock.lap("postprocess")
         return results
 
     @staticmethod
@@ -400,12 +429,15 @@ class Gateway:
         if encoding is None:
             raise BadRequest(f"format must be jpeg or png, not {fmt!r}")
         start = time.perf_counter()
-        info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels)
-        with self.decode_budget.reserve(2 * info.width * info.height, "drawing this picture"):
-            picture = images.decode_image(image, info)
-            drawn = render_prediction(picture, prediction.detections, prediction.classes)
+        clock = metrics.CpuClock(prediction.model_name)
+        # Header only: the full decode below is strict, so a truncated JPEG still fails there.
+        info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels, complete=False)
+        with self.decode_budget.reserve(info.width * info.height, "drawing this picture"):
+            picture = images.decode_image(image, info, strict=False)  # checked when it was predicted
+            render_prediction(picture, prediction.detections, prediction.classes, in_place=True)
+            data = images.encode_image(picture, encoding)
             del picture
-            data = images.encode_image(drawn, encoding)
+        clock.lap("render")
         render_ms = _ms(start)
         prediction.timings_ms["render"] = render_ms
         prediction.timings_ms["total"] = prediction.timings_ms.get("total", 0.0) + render_ms

@@ -7,6 +7,7 @@ Under gunicorn with several workers set PROMETHEUS_MULTIPROC_DIR (an empty folde
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,6 +45,14 @@ STAGE_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+STAGE_CPU = Counter(
+    "gateway_stage_cpu_seconds",
+    "CPU time the request's own thread spent per prediction stage (read, validate, decode, predict, "
+    "postprocess, render, respond), per model. What is not here (HTTP parsing in gunicorn, gRPC's own "
+    "threads, the allocator) is the rest of the workers' process CPU.",
+    ["model", "stage"],
+)
+
 MODEL_SERVER_CALLS = Counter(
     "gateway_model_server_calls_total",
     "gRPC calls to the model server by method and final status (OK, UNAVAILABLE, DEADLINE_EXCEEDED, ...), "
@@ -66,6 +75,29 @@ def observe_timings(model: str, timings_ms: dict[str, float]) -> None:
     """Record a prediction's per-stage timings (milliseconds) in the stage histogram."""
     for stage, value in timings_ms.items():
         STAGE_LATENCY.labels(model=model, stage=stage).observe(value / 1000.0)
+
+
+class CpuClock:
+    """Thread CPU time per stage of one request, added to `gateway_stage_cpu_seconds_total`.
+
+    `lap(stage)` charges the CPU this thread used since the previous lap (or the start) to `stage`;
+    `skip()` starts the next lap without charging anyone (for a stretch another clock counted).
+    A lap costs two clock reads and one counter increment, about 5 microseconds.
+    """
+
+    __slots__ = ("model", "_last")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._last = time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        now = time.thread_time()
+        STAGE_CPU.labels(model=self.model, stage=stage).inc(now - self._last)
+        self._last = now
+
+    def skip(self) -> None:
+        self._last = time.thread_time()
 
 
 def count_model_request(model: str, outcome: str) -> None:

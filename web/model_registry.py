@@ -11,6 +11,7 @@ a signature, and so how to feed and read it, is decided once per version by the 
 from __future__ import annotations
 
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -87,13 +88,44 @@ def read_model_config(path: Path) -> list[ModelEntry]:
     return entries
 
 
+class FileStates:
+    """The modification times of the files the registry re-reads when they change (models.config,
+    gateway.toml, label maps), looked up at most once per `recheck_s` per file: without it every
+    prediction cost eight stat() calls. 0 looks every time."""
+
+    def __init__(self, recheck_s: float) -> None:
+        self.recheck_s = recheck_s
+        self._seen: dict[Path, tuple[float, int | None]] = {}
+
+    def mtime(self, path: Path) -> int | None:
+        """st_mtime_ns of the regular file at `path`; None when there is none (missing, a folder, ...)."""
+        now = time.monotonic()
+        seen = self._seen.get(path)
+        if seen is not None and now < seen[0]:
+            return seen[1]
+        try:
+            info = path.stat()
+            value = info.st_mtime_ns if stat.S_ISREG(info.st_mode) else None
+        except OSError:
+            value = None
+        self._seen[path] = (now + self.recheck_s, value)
+        return value
+
+
 class ModelRegistry:
     """The configured models, their version states, signatures (cached per version) and label maps."""
 
-    def __init__(self, client: ServingClient, config_file: Path, models_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        client: ServingClient,
+        config_file: Path,
+        models_dir: Path | None = None,
+        recheck_s: float = 1.0,
+    ) -> None:
         self.client = client
         self.config_file = config_file
         self.models_dir = models_dir
+        self.files = FileStates(recheck_s)
         self._lock = threading.Lock()
         self._config: tuple[int, list[ModelEntry]] | None = None
         self._signatures: dict[tuple[str, int], ModelSignature] = {}
@@ -105,11 +137,15 @@ class ModelRegistry:
     # -- models.config -------------------------------------------------------------------------
     def entries(self) -> list[ModelEntry]:
         """The models in MODEL_CONFIG_FILE, re-read when the file changes."""
-        try:
-            mtime = self.config_file.stat().st_mtime_ns
-        except OSError as exc:
+        mtime = self.files.mtime(self.config_file)
+        if mtime is None:
+            try:
+                self.config_file.stat()
+                reason = "it is not a file"
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
             raise ConfigurationError(
-                f"MODEL_CONFIG_FILE {self.config_file} cannot be read ({exc.strerror}); point it at the "
+                f"MODEL_CONFIG_FILE {self.config_file} cannot be read ({reason}); point it at the "
                 "model server's models.config"
             ) from None
         cached = self._config
@@ -184,10 +220,7 @@ class ModelRegistry:
         problem that stops it. Chosen once per version and gateway.toml state."""
         signature = self.signature(name, version=version, version_label=version_label)
         path = self.settings_path(name)
-        try:
-            mtime = path.stat().st_mtime_ns
-        except OSError:
-            mtime = 0
+        mtime = self.files.mtime(path) or 0
         state = (str(path), mtime)
         cached = self._readings.get((name, signature.version))
         if cached is not None and cached[0] == state and signature.version:
@@ -240,7 +273,7 @@ class ModelRegistry:
         folders = self._model_folders(name)
         for folder in folders:
             path = folder / SETTINGS_FILE
-            if path.is_file():
+            if self.files.mtime(path) is not None:
                 return path
         return folders[0] / SETTINGS_FILE
 
@@ -289,16 +322,16 @@ class ModelRegistry:
         for folder in self._model_folders(name):
             for filename in LABEL_FILES:
                 path = folder / filename
-                if path.is_file():
+                if self.files.mtime(path) is not None:
                     return path
         return None
 
     def stored_label_map(self, name: str) -> LabelMap:
         """The stored label map of `name` (re-read when it changes), or an empty map (`class <id>`)."""
         path = self.label_map_path(name)
-        if path is None:
+        mtime = None if path is None else self.files.mtime(path)
+        if path is None or mtime is None:
             return LabelMap()
-        mtime = path.stat().st_mtime_ns
         cached = self._label_maps.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]

@@ -79,10 +79,18 @@ def _caption(
 
 
 def render_prediction(
-    image: Image.Image, detections: list[Detection], classes: list[Classification] | None = None
+    image: Image.Image,
+    detections: list[Detection],
+    classes: list[Classification] | None = None,
+    *,
+    in_place: bool = False,
 ) -> Image.Image:
-    """A copy of `image` (RGB) with masks, boxes and `label score` captions (or the top classes) drawn."""
-    out = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    """`image` (RGB) with masks, boxes and `label score` captions (or the top classes) drawn: on a copy,
+    or with `in_place` on `image` itself when it is RGB (a 12 MP copy is 36 MB and ~10 ms)."""
+    if image.mode != "RGB":
+        out = image.convert("RGB")
+    else:
+        out = image if in_place else image.copy()
     draw_masks(out, detections)
     draw = ImageDraw.Draw(out)
     line, font_size = _scales(*out.size)

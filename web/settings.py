@@ -42,6 +42,7 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     trusted_proxies: int = 0
+    config_recheck_s: float = 1.0
 
     @classmethod
     def load(
@@ -140,6 +141,16 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _seconds_or_zero(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds, 0 or more") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError("expected a number of seconds, 0 or more")
+    return number
+
+
 def _secret(value: Any) -> str | None:
     text = str(value).strip()
     if not text:
@@ -186,4 +197,5 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "SECRET_KEY": ("secret_key", _secret),
     "METRICS_TOKEN": ("metrics_token", _optional_text),
     "TRUSTED_PROXIES": ("trusted_proxies", _count),
+    "CONFIG_RECHECK_S": ("config_recheck_s", _seconds_or_zero),
 }

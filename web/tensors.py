@@ -7,6 +7,7 @@ typed ``*_val`` fields (and may send a single value meaning "every element"), so
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -99,7 +100,7 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     shape = shape_of(proto.tensor_shape)
     if shape is None:
         raise TensorConversionError("tensor has unknown rank")
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     if proto.dtype == types_pb2.DT_STRING:
         values = np.empty(len(proto.string_val), dtype=object)
         values[:] = list(proto.string_val)
@@ -107,13 +108,14 @@ def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if proto.dtype not in _NUMPY_BY_DTYPE:
         raise TensorConversionError(f"unsupported tensor dtype {types_pb2.DataType.Name(proto.dtype)}")
     dtype = _NUMPY_BY_DTYPE[proto.dtype]
-    if proto.tensor_content:
-        if len(proto.tensor_content) != size * dtype.itemsize:
+    content = proto.tensor_content  # each read of a bytes field is a new copy: read it once
+    if content:
+        if len(content) != size * dtype.itemsize:
             raise TensorConversionError(
-                f"tensor_content has {len(proto.tensor_content)} bytes, shape {list(shape)} of {dtype.name} "
+                f"tensor_content has {len(content)} bytes, shape {list(shape)} of {dtype.name} "
                 f"needs {size * dtype.itemsize}"
             )
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     field_name = _VAL_FIELD[proto.dtype]
     raw = getattr(proto, field_name)
     if proto.dtype == types_pb2.DT_HALF:  # half_val holds the 16-bit patterns as ints

@@ -47,10 +47,11 @@ def tensor_input(
     preprocessing: Preprocessing,
 ) -> np.ndarray:
     """The [H, W, C] array for a tensor input: decoded once, placed, ordered, scaled."""
-    picture = images.decode_image(data, info, size=(frame.content_width, frame.content_height))
+    size = (frame.content_width, frame.content_height)
     if image_input.channels == 1:
-        picture = picture.convert("L")
-    pixels = np.asarray(picture, dtype=np.uint8)
+        pixels = np.asarray(images.decode_image(data, info, size=size).convert("L"), dtype=np.uint8)
+    else:
+        pixels = images.decode_rgb(data, info, size=size)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if frame.padded:

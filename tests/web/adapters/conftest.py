@@ -53,7 +53,10 @@ def settings_app(make_app, family_server: str, family_models: Path, tmp_path: Pa
         return path
 
     app = make_app(
-        TF_SERVING_ADDRESS=family_server, MODEL_CONFIG_FILE=family_models / "models.config", MODELS_DIR=folder
+        TF_SERVING_ADDRESS=family_server,
+        MODEL_CONFIG_FILE=family_models / "models.config",
+        MODELS_DIR=folder,
+        CONFIG_RECHECK_S=0,  # every write is seen by the next request
     )
     return app.test_client(), write
 
