@@ -47,9 +47,12 @@ lint: test-venv
 protos: venv
 	$(PY) tools/vendor_serving_protos.py
 
-# Gateway against direct gRPC and the hand-written tutorial pattern; writes bench/results/latest.{json,md}.
+# Gateway against direct gRPC, a minimal forwarder and the hand-written tutorial pattern, in shared and
+# pinned CPU modes, cross-checked with wrk (Debian's, installed when missing); writes
+# bench/results/latest.{json,md}. BENCH_ARGS="--quick" for a smoke run.
 bench: venv
-	$(PY) -m bench
+	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+	$(PY) -m bench $(BENCH_ARGS)
 
 # A minute of mixed good and bad uploads (errors, worker RSS), then model-server restarts (recovery
 # time); writes bench/results/soak.{json,md}. SOAK_ARGS="--duration 600" for a longer one.

@@ -36,9 +36,17 @@ def base_env() -> dict[str, str]:
 @contextmanager
 def model_server(model_config: Path, log_dir: Path, timeout: float = 300.0) -> Iterator[str]:
     """``python -m tf_server`` with warmup on a free port; yields its address once the models serve."""
+    with model_server_with_pid(model_config, log_dir, timeout) as (address, _pid):
+        yield address
+
+
+@contextmanager
+def model_server_with_pid(model_config: Path, log_dir: Path,
+                          timeout: float = 300.0) -> Iterator[tuple[str, int]]:
+    """Like `model_server`, yielding (address, pid): the CPU modes move the process's threads."""
     flags = (f"--model_config_file={model_config}", "--enable_model_warmup=true")
     with model_server_process(*flags, startup_timeout=timeout, log_dir=log_dir) as server:
-        yield server.address
+        yield server.address, server.process.pid
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,11 @@ class Gateway:
 
 @contextmanager
 def gateway(env: dict[str, str], settings: GatewaySettings, log_dir: Path,
-            timeout: float = 300.0) -> Iterator[Gateway]:
-    """Run the gateway under gunicorn; yield once /readyz says every model is AVAILABLE."""
+            timeout: float = 300.0, name: str = "gateway") -> Iterator[Gateway]:
+    """Run the gateway (or another app: `settings.app`) under gunicorn; yield once /readyz answers
+    200 (the gateway: every model is AVAILABLE). Its output goes to `<log_dir>/<name>.log`."""
     port = free_port()
-    log = log_dir / "gateway.log"
+    log = log_dir / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(gunicorn_command(port, settings), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -116,9 +125,9 @@ def gateway(env: dict[str, str], settings: GatewaySettings, log_dir: Path,
         body = b""
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with code {proc.returncode}:\n{log_tail(log)}")
+                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{log_tail(log)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway /readyz not 200 after {timeout:.0f}s: {body[:300]!r}\n"
+                raise RuntimeError(f"{name} /readyz not 200 after {timeout:.0f}s: {body[:300]!r}\n"
                                    f"{log_tail(log)}")
             status, body = http_get(port, "/readyz")
             if status == 200:

@@ -164,20 +164,36 @@ def compare_throughput(first: Factory, second: Factory, concurrency: int, reques
     Alternating cancels a load that drifts over the run (the other jobs on a shared machine);
     throughput = all completed requests / the summed wall time of that client's bursts.
     """
-    results: dict[int, tuple[Samples, float]] = {0: (Samples(), 0.0), 1: (Samples(), 0.0)}
+    results = compare_many({"first": first, "second": second}, concurrency, requests, time_limit_s, bursts)
+    return results["first"], results["second"]
+
+
+def burst_order(names: list[str], bursts: int) -> list[str]:
+    """A-B-C, C-B-A, A-B-C, ...: `bursts` passes, every other one reversed, so each client sees the
+    start and the end of a drifting load alike (two clients, two bursts: A-B-B-A)."""
+    order: list[str] = []
+    for index in range(max(1, bursts)):
+        order += names if index % 2 == 0 else names[::-1]
+    return order
+
+
+def compare_many(factories: dict[str, Factory], concurrency: int, requests: int, time_limit_s: float,
+                 bursts: int = 2) -> dict[str, dict]:
+    """Closed-loop throughput of several clients, each doing `requests` in `bursts` bursts, in the
+    order of `burst_order`; throughput = completed requests / the summed wall time of its bursts."""
+    results: dict[str, tuple[Samples, float]] = {name: (Samples(), 0.0) for name in factories}
     bursts = max(1, bursts)
     per_burst = max(concurrency, requests // bursts)
-    order = [0, 1, 1, 0] * (bursts // 2) + ([0, 1] if bursts % 2 else [])
-    for which in order:
-        samples, wall = closed_loop((first, second)[which], concurrency, per_burst, time_limit_s)
-        total, total_wall = results[which]
+    for name in burst_order(list(factories), bursts):
+        samples, wall = closed_loop(factories[name], concurrency, per_burst, time_limit_s)
+        total, total_wall = results[name]
         total.latencies_ms.extend(samples.latencies_ms)
         total.errors += samples.errors
         total.last_error = samples.last_error or total.last_error
         for stage, values in samples.stage_ms.items():
             total.stage_ms.setdefault(stage, []).extend(values)
-        results[which] = (total, total_wall + wall)
-    return _throughput(*results[0], concurrency), _throughput(*results[1], concurrency)
+        results[name] = (total, total_wall + wall)
+    return {name: _throughput(samples, wall, concurrency) for name, (samples, wall) in results.items()}
 
 
 def _throughput(samples: Samples, wall: float, concurrency: int) -> dict:
