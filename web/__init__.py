@@ -35,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.gateway import Gateway
     from web.health import bp as health_bp
     from web.health import install_request_metrics
+    from web.multipart import GatewayRequest
     from web.security_headers import install_security_headers
     from web.storage import ResultStore
     from web.views import bp as views_bp
@@ -42,6 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = Settings.load(overrides=config)
     # The HTML blueprint serves web/static at /assets; no second copy at Flask's default /static.
     app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=None)
+    app.request_class = GatewayRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     # A batch is at most 64 images plus a label map and a few options; text fields are short.
     app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
