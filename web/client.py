@@ -2,11 +2,13 @@
 
     python -m web.client IMAGE... --model shapes [--url http://localhost:5000] [--out DIR] [--json]
 
-Each image is sent to ``POST /api/v1/models/<model>/predict``; the answer is printed as a
-one-line summary (or, with ``--json``, as one JSON object per line). With ``--out DIR`` the
-picture with boxes and masks drawn is fetched from ``.../predict_image`` and saved as
-``DIR/<stem>_detections.jpg``. A progress bar goes to stderr when several images are sent and
-stderr is a terminal.
+Each image is sent to ``POST /api/v1/models/<model>/predict`` once; the answer is printed as a
+one-line summary (or, with ``--json``, as one JSON object per line). With ``--out DIR`` the same
+request asks for the picture with boxes and masks drawn as well (``picture=jpeg``), saved as
+``DIR/<stem>_detections.jpg``: one inference per image. Images go as the request body itself
+(``Content-Type: image/jpeg``, the file name in ``Content-Disposition``), the cheapest upload for
+the gateway to read; only with ``--label-map`` is a multipart body sent. A progress bar goes to
+stderr when several images are sent and stderr is a terminal.
 
 Why stdlib only: the client ships inside the gateway package and is useful on any machine with
 Python 3.11, so it must not need ``requests`` (not in requirements/web.txt) or anything else to be
@@ -20,6 +22,8 @@ image, a model-server error) -- the others are still processed -- and 2 when not
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import mimetypes
 import os
@@ -110,7 +114,7 @@ class Client:
         self.options = options
         self._label_map = options.label_map.read_bytes() if options.label_map else None
 
-    def _endpoint(self, action: str) -> str:
+    def _endpoint(self, action: str, picture: str | None = None) -> str:
         model = urllib.parse.quote(self.options.model, safe="")
         query = {
             "min_score": self.options.min_score,
@@ -118,22 +122,34 @@ class Client:
             "iou_threshold": self.options.iou_threshold,
             "version": self.options.version,
             "version_label": self.options.version_label,
+            "picture": picture,
         }
-        if action == "predict_image":
-            query["format"] = "png" if self.options.image_format == "png" else "jpeg"
         params = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         base = self.options.url.rstrip("/")
         return f"{base}/api/v1/models/{model}/{action}" + (f"?{params}" if params else "")
 
-    def _post(self, action: str, image_name: str, image: bytes) -> tuple[bytes, str]:
+    def _body(self, image_name: str, image: bytes) -> tuple[bytes, dict[str, str]]:
+        """The image as the body itself (with its name), or multipart when a label map goes along or
+        the file name does not say it is an image."""
+        image_type = mimetypes.guess_type(image_name)[0] or ""
+        if self._label_map is None and image_type.startswith("image/"):
+            return image, {"Content-Type": image_type, "Content-Disposition": content_disposition(image_name)}
         files = [("image", image_name, image)]
         if self._label_map is not None and self.options.label_map is not None:
             files.append(("label_map", self.options.label_map.name, self._label_map))
         body, content_type = encode_multipart(files)
-        headers = {"Content-Type": content_type, "Accept": "application/json, image/*"}
+        return body, {"Content-Type": content_type}
+
+    def _post(
+        self, action: str, image_name: str, image: bytes, picture: str | None = None
+    ) -> tuple[bytes, str]:
+        body, headers = self._body(image_name, image)
+        headers["Accept"] = "application/json"
         if self.options.api_key:
             headers["Authorization"] = f"Bearer {self.options.api_key}"
-        request = urllib.request.Request(self._endpoint(action), data=body, headers=headers, method="POST")
+        request = urllib.request.Request(
+            self._endpoint(action, picture), data=body, headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
                 return response.read(), response.headers.get("Content-Type", "")
@@ -152,21 +168,36 @@ class Client:
                 "Is it running? Pass its address with --url."
             ) from None
 
-    def predict(self, image_name: str, image: bytes) -> dict[str, Any]:
-        """The prediction JSON for one image (see README.md, "REST API")."""
-        body, _ = self._post("predict", image_name, image)
+    def predict(
+        self, image_name: str, image: bytes, *, picture: bool = False
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The prediction JSON for one image (see README.md, "REST API"), and with `picture` the drawn
+        picture (``options.image_format``) from the same request."""
+        fmt = ("png" if self.options.image_format == "png" else "jpeg") if picture else None
+        body, _ = self._post("predict", image_name, image, fmt)
         try:
             result = json.loads(body)
         except ValueError:
             raise ApiError(200, "the gateway answered with something that is not JSON") from None
         if not isinstance(result, dict):
             raise ApiError(200, "the gateway answered with JSON that is not an object")
-        return result
+        drawn = result.pop("picture", None)
+        if not picture:
+            return result, None
+        try:
+            return result, base64.b64decode(drawn["base64"], validate=True)
+        except (TypeError, KeyError, binascii.Error):
+            raise ApiError(
+                200, "the gateway answered without the drawn picture (is it older than this client?)"
+            ) from None
 
-    def predict_image(self, image_name: str, image: bytes) -> bytes:
-        """The picture with boxes and masks drawn, encoded as ``options.image_format``."""
-        body, _ = self._post("predict_image", image_name, image)
-        return body
+
+def content_disposition(filename: str) -> str:
+    """``inline; filename="..."`` for a raw upload, with RFC 6266's ``filename*`` for non-ASCII names."""
+    safe = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    if safe == filename:
+        return f'inline; filename="{safe}"'
+    return f"inline; filename=\"{safe}\"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
 
 
 def summarize(name: str, result: dict[str, Any], limit: int = 10) -> str:
@@ -267,11 +298,11 @@ def run(
             report_error(name, f"cannot read the file: {exc.strerror or exc}")
             continue
         try:
-            result = client.predict(path.name, data)
+            result, drawn = client.predict(path.name, data, picture=out_dir is not None)
             saved = None
-            if out_dir is not None:
+            if out_dir is not None and drawn is not None:
                 saved = output_path(out_dir, path, options.image_format, taken)
-                saved.write_bytes(client.predict_image(path.name, data))
+                saved.write_bytes(drawn)
         except ApiError as exc:
             failures += 1
             report_error(name, exc.message, exc.status)

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,25 @@ API_KEY = "client-test-key"
 @dataclass(frozen=True)
 class Gateway:
     url: str
+    seen: list[dict[str, str]] = field(default_factory=list)  # every POST the gateway received
+
+
+def recording(app, seen: list[dict[str, str]]):
+    """Wrap a WSGI app so each POST's path, query and upload headers are kept in `seen`."""
+    inner = app.wsgi_app
+
+    def wsgi(environ, start_response):
+        if environ["REQUEST_METHOD"] == "POST":
+            seen.append({
+                "path": environ["PATH_INFO"],
+                "query": environ.get("QUERY_STRING", ""),
+                "content_type": environ.get("CONTENT_TYPE", ""),
+                "disposition": environ.get("HTTP_CONTENT_DISPOSITION", ""),
+            })
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi
+    return app
 
 
 def serve(app: object) -> tuple[str, object, threading.Thread]:
@@ -87,9 +106,10 @@ def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 **extra,
             }
         )
-        url, server, thread = serve(app)
+        seen: list[dict[str, str]] = []
+        url, server, thread = serve(recording(app, seen))
         running.append((server, thread))
-        gateways[name] = Gateway(url)
+        gateways[name] = Gateway(url, seen)
     try:
         wait_ready(gateways["open"].url)
         yield gateways
@@ -220,6 +240,30 @@ def test_out_saves_a_drawn_picture_per_image(gateway: Gateway, images: list[Path
             expected_pixels = np.asarray(expected.convert("RGB"), dtype=np.float32)
         assert expected_pixels.shape == drawn_pixels.shape
         assert np.abs(drawn_pixels - expected_pixels).mean() < 1.0
+
+
+def test_out_makes_one_request_per_image_with_the_image_as_the_body(
+    gateway: Gateway, images: list[Path], tmp_path: Path
+) -> None:
+    """One inference per image: the JSON and the drawn picture come from the same /predict call, and
+    the photo is the body itself (no multipart to parse), named in Content-Disposition."""
+    gateway.seen.clear()
+    proc = run_client(*images, "--model", MODEL, "--url", gateway.url, "--out", tmp_path / "once", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [(r["path"], r["query"]) for r in gateway.seen] == [
+        (f"/api/v1/models/{MODEL}/predict", "picture=jpeg")] * len(images)
+    assert [r["content_type"] for r in gateway.seen] == ["image/jpeg"] * len(images)
+    assert [r["disposition"] for r in gateway.seen] == [f'inline; filename="{p.name}"' for p in images]
+    records = json_lines(proc.stdout)
+    assert all("picture" not in record and Path(record["saved"]).is_file() for record in records)
+
+    gateway.seen.clear()
+    label_map = tmp_path / "labels.txt"
+    label_map.write_text("circle\nsquare\ntriangle\n")
+    proc = run_client(images[0], "--model", MODEL, "--url", gateway.url, "--label-map", label_map)
+    assert proc.returncode == 0, proc.stderr
+    assert len(gateway.seen) == 1 and gateway.seen[0]["content_type"].startswith("multipart/form-data")
+    assert gateway.seen[0]["query"] == ""
 
 
 def test_out_as_png_and_duplicate_stems(gateway: Gateway, images: list[Path], tmp_path: Path) -> None:

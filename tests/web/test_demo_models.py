@@ -6,6 +6,7 @@ class, box and visible mask, so the gateway's answer can be checked against the 
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 
@@ -207,3 +208,70 @@ def test_the_digit_classifier_result_page_shows_bars(demo_client: FlaskClient) -
     detail = demo_client.get("/api/v1/models/digits").get_json()
     assert (detail["family"], detail["kind"]) == ("classifier", "classification")
     assert detail["preprocessing"]["pixel_range"] == "0-1" and detail["settings"]["found"]
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_picture_option_answers_the_prediction_and_the_drawn_picture_in_one_call(
+    demo_client: FlaskClient, model: str
+) -> None:
+    image, _ = generate_image(np.random.default_rng(11), 480, 360, 2, 4)
+    data = encode_jpeg(image)
+    plain = post(demo_client, model, data).get_json()
+    both = post(demo_client, model, data, query="?picture=jpeg")
+    assert both.status_code == 200
+    body = both.get_json()
+    assert body["detections"] == plain["detections"] and body["detections"]
+    assert "render" in body["timings_ms"] and "picture" not in plain
+    assert body["picture"]["format"] == "jpeg"
+    drawn = Image.open(io.BytesIO(base64.b64decode(body["picture"]["base64"], validate=True)))
+    drawn.load()
+    alone = Image.open(io.BytesIO(post(demo_client, model, data, endpoint="predict_image").data))
+    assert drawn.format == "JPEG" and drawn.size == alone.size == (480, 360)
+    assert np.abs(np.asarray(drawn, np.float32) - np.asarray(alone.convert("RGB"), np.float32)).mean() < 1.0
+    png = post(demo_client, model, data, query="?picture=png").get_json()["picture"]
+    assert png["format"] == "png" and base64.b64decode(png["base64"]).startswith(b"\x89PNG")
+    wrong = post(demo_client, model, data, query="?picture=gif")
+    assert wrong.status_code == 400 and "picture must be jpeg or png" in wrong.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_a_raw_image_body_is_predicted_and_named_by_content_disposition(
+    demo_client: FlaskClient, model: str
+) -> None:
+    image, _ = generate_image(np.random.default_rng(12), 400, 300, 2, 4)
+    data = encode_jpeg(image)
+    raw = demo_client.post(f"/api/v1/models/{model}/predict", data=data, content_type="image/jpeg")
+    assert raw.status_code == 200
+    assert raw.get_json()["detections"] == post(demo_client, model, data).get_json()["detections"]
+    cut = data[: len(data) // 2]
+    for disposition, shown in (('inline; filename="broken photo.jpg"', "broken photo.jpg"),
+                               ("inline; filename*=UTF-8''caf%C3%A9.jpg", "caf\u00e9.jpg"),
+                               (None, "image")):
+        headers = {"Content-Disposition": disposition} if disposition else {}
+        answer = demo_client.post(f"/api/v1/models/{model}/predict", data=cut, content_type="image/jpeg",
+                                  headers=headers)
+        assert answer.status_code == 400
+        assert answer.get_json()["error"]["message"].startswith(f"{shown} is truncated or corrupt")
+
+
+def test_each_stage_charges_its_cpu_time_to_the_model(demo_client: FlaskClient) -> None:
+    """gateway_stage_cpu_seconds_total: where a request's own thread spent its CPU, per stage."""
+    def cpu_seconds() -> dict[tuple[str, str], float]:
+        text = demo_client.get("/metrics").get_data(as_text=True)
+        found = re.findall(r'^gateway_stage_cpu_seconds_total\{model="([^"]+)",stage="([^"]+)"\} (\S+)$',
+                           text, re.MULTILINE)
+        return {(model, stage): float(value) for model, stage, value in found}
+
+    before = cpu_seconds()
+    image, _ = generate_image(np.random.default_rng(13), 640, 480, 2, 4)
+    for _ in range(3):
+        assert post(demo_client, "shapes", encode_jpeg(image), query="?picture=jpeg").status_code == 200
+    after = cpu_seconds()
+    spent = {stage: after[("shapes", stage)] - before.get(("shapes", stage), 0.0)
+             for model, stage in after if model == "shapes"}
+    assert set(spent) == {"read", "validate", "decode", "predict", "postprocess", "render", "respond"}
+    assert all(value > 0 for value in spent.values()), spent
+    # decoding a 640x480 JPEG and drawing on it are real work, not clock noise
+    assert spent["decode"] > 3 * 0.0002 and spent["render"] > 3 * 0.0005, spent
+    assert post(demo_client, "no_such_model", encode_jpeg(image)).status_code == 404
+    assert not any(model == "no_such_model" for model, _ in cpu_seconds())  # no series per unknown name

@@ -28,3 +28,42 @@ def test_gunicorn_workers_serve_predictions(
             assert response.status_code == 200, response.text
             assert len(response.json()["detections"]) == 3
         assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+
+
+class _RecordingLibc:
+    """Stands in for glibc to see which allocator calls the gunicorn hooks make."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+def test_allocator_hooks_fix_the_thresholds_and_trim_only_after_large_bodies() -> None:
+    import runpy
+
+    from tests.support.model_server import REPO_ROOT
+
+    hooks = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
+    libc = _RecordingLibc()
+    hooks["post_fork"].__globals__["_libc"] = lambda: libc
+    hooks["post_fork"](None, None)
+    assert libc.calls == [
+        ("mallopt", -8, 2),  # M_ARENA_MAX
+        ("mallopt", -3, 4 * 1024 * 1024),  # M_MMAP_THRESHOLD: photo-sized buffers are mapped
+        ("mallopt", -1, 8 * 1024 * 1024),  # M_TRIM_THRESHOLD
+    ]
+    libc.calls.clear()
+    post_request = hooks["post_request"]
+    for length in ("60000", "", "not a number", str(1024 * 1024 - 1)):
+        post_request(None, None, {"CONTENT_LENGTH": length}, None)
+    post_request(None, None, {}, None)
+    assert libc.calls == []  # small requests keep their warm memory
+    post_request(None, None, {"CONTENT_LENGTH": str(2_134_000)}, None)  # a 12 MP JPEG
+    assert libc.calls == [("malloc_trim", 0)]
