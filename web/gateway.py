@@ -327,20 +327,20 @@ class Gateway:
         if reading.version:
             request.model_spec.version.value = reading.version
         request.output_filter.extend(reading.output_filter())
+        tensor = request.inputs[spec.key]  # filled in place: a 640x480 input is 0.9 MB to copy
         try:
             if spec.kind == InputKind.ENCODED:
                 values = [item.value for item in group]
                 shape = () if spec.batch is None else (len(values),)
-                tensor = strings_to_proto(values, shape)
+                strings_to_proto(values, shape, out=tensor)
             elif spec.batch is None:
-                tensor = ndarray_to_proto(group[0].value)
+                ndarray_to_proto(group[0].value, out=tensor)
             elif len(group) == 1:
-                tensor = ndarray_to_proto(group[0].value[np.newaxis])
+                ndarray_to_proto(group[0].value[np.newaxis], out=tensor)
             else:
-                tensor = ndarray_to_proto(np.stack([item.value for item in group]))
+                ndarray_to_proto(np.stack([item.value for item in group]), out=tensor)
         except TensorConversionError as exc:
             raise UnsupportedModel(f"cannot build the input for model '{reading.model}': {exc}") from None
-        request.inputs[spec.key].CopyFrom(tensor)
         return request
 
     def _run(

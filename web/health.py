@@ -74,7 +74,7 @@ def install_request_metrics(app: Flask) -> None:
         start = request.environ.get("gateway.start")
         route = _route()
         method = _method()
-        metrics.HTTP_REQUESTS.labels(route=route, method=method, status=str(response.status_code)).inc()
+        metrics.child(metrics.HTTP_REQUESTS, route, method, str(response.status_code)).inc()
         if start is not None:
-            metrics.HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - start)
+            metrics.child(metrics.HTTP_LATENCY, route, method).observe(time.perf_counter() - start)
         return response

@@ -31,9 +31,14 @@ HEADERS = {
 }
 
 
+_HEADER_KEYS = {name.lower(): name for name in HEADERS}
+
+
 def add_security_headers(response: Response) -> Response:
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
+    """Each header unless the response set its own: one pass over the response's headers, not one
+    per header (werkzeug's setdefault scans them every time)."""
+    own = {key.lower() for key, _ in response.headers if key.lower() in _HEADER_KEYS}
+    response.headers.extend([(name, HEADERS[name]) for key, name in _HEADER_KEYS.items() if key not in own])
     return response
 
 

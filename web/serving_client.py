@@ -30,7 +30,7 @@ from web.errors import (
     ModelServerUnavailable,
     PayloadTooLarge,
 )
-from web.metrics import MODEL_SERVER_CALLS
+from web.metrics import MODEL_SERVER_CALLS, child
 from web.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -168,9 +168,9 @@ class ServingClient:
             response = method(request, timeout=deadline)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            MODEL_SERVER_CALLS.labels(name, code.name).inc()
+            child(MODEL_SERVER_CALLS, name, code.name).inc()
             raise self.translate(exc, what, deadline) from None
-        MODEL_SERVER_CALLS.labels(name, "OK").inc()
+        child(MODEL_SERVER_CALLS, name, "OK").inc()
         return response
 
     def translate(self, exc: grpc.RpcError, what: str, deadline: float) -> GatewayError:

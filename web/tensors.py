@@ -73,26 +73,33 @@ def shape_of(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None
     return tuple(int(d.size) for d in shape.dim)
 
 
-def ndarray_to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A numeric array as a TensorProto with `tensor_content` (little-endian, C order)."""
+def ndarray_to_proto(array: np.ndarray, out: tensor_pb2.TensorProto | None = None) -> tensor_pb2.TensorProto:
+    """A numeric array as a TensorProto with `tensor_content` (little-endian, C order), written into
+    `out` when given (a request's input: one copy of the pixels fewer than building and copying it)."""
     dtype = array.dtype.newbyteorder("=") if array.dtype.byteorder in "<>" else array.dtype
     if dtype not in _DTYPE_BY_NUMPY:
         raise TensorConversionError(f"cannot send numpy dtype {array.dtype} as a tensor")
     enum = _DTYPE_BY_NUMPY[dtype]
     data = np.ascontiguousarray(array, dtype=_NUMPY_BY_DTYPE[enum])
-    return tensor_pb2.TensorProto(
-        dtype=enum, tensor_shape=shape_proto(array.shape), tensor_content=data.tobytes()
-    )
+    tensor = tensor_pb2.TensorProto() if out is None else out
+    tensor.dtype = enum
+    tensor.tensor_shape.CopyFrom(shape_proto(array.shape))
+    tensor.tensor_content = data.tobytes()
+    return tensor
 
 
-def strings_to_proto(values: Sequence[bytes], shape: Sequence[int] | None = None) -> tensor_pb2.TensorProto:
-    """Byte strings (e.g. encoded images, sent as they are) as a DT_STRING TensorProto."""
+def strings_to_proto(
+    values: Sequence[bytes], shape: Sequence[int] | None = None, out: tensor_pb2.TensorProto | None = None
+) -> tensor_pb2.TensorProto:
+    """Byte strings (e.g. encoded images, sent as they are) as a DT_STRING TensorProto (into `out`)."""
     shape = (len(values),) if shape is None else tuple(shape)
-    if int(np.prod(shape, dtype=np.int64)) != len(values):
+    if math.prod(shape) != len(values):
         raise TensorConversionError(f"{len(values)} strings do not fill shape {list(shape)}")
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, tensor_shape=shape_proto(shape), string_val=list(values)
-    )
+    tensor = tensor_pb2.TensorProto() if out is None else out
+    tensor.dtype = types_pb2.DT_STRING
+    tensor.tensor_shape.CopyFrom(shape_proto(shape))
+    tensor.string_val.extend(values)
+    return tensor
 
 
 def proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
