@@ -37,11 +37,12 @@ ADDED_P50_TARGETS_MS = {"shapes_jpeg": 2.0, "shapes": 4.0}
 THROUGHPUT_RATIO_TARGETS = {"pinned": 0.97, "shared": 0.80}
 THROUGHPUT_TARGET_LEVELS = (4, 16)
 # /predict_image at 4000x3000: p50 at most 70 % of the baseline's (at least 30 % faster). The baseline
-# p50s were measured on 2026-12-01 (04:53 UTC) with `python -m bench --no-tutorial --startup-repeats 1`
-# on the 2-core AMD EPYC box (23.5 GB RAM, Python 3.11.7, grpcio 1.85.1, gunicorn 27.0.1), with HEAD
-# at d499bd5 (before the lean-path commits; the working tree may already have held some of that work,
-# uncommitted), 20 sequential requests each (load average 0.59 at start), /tmp/baseline/latest.json.
-PREDICT_IMAGE_BASELINE_P50_MS = {"shapes": 474.39, "shapes_jpeg": 526.01}
+# p50s were measured on 2026-12-01 (05:25 UTC) on a quiet machine with `python -m bench --no-tutorial
+# --startup-repeats 1 --concurrency 4` run from a clean checkout of d499bd5 (the last commit before
+# this work) on the same 2-core AMD EPYC box (23.5 GB RAM, Python 3.11.7, grpcio 1.85.1, gunicorn
+# 27.0.1), 20 sequential requests each, 3 warm-up. Direct gRPC p50 in that run: shapes 375.7 ms,
+# shapes_jpeg 197.8 ms at 4000x3000 (this box was about half as fast as on 2026-11-22).
+PREDICT_IMAGE_BASELINE_P50_MS = {"shapes": 400.0, "shapes_jpeg": 501.6}
 PREDICT_IMAGE_SIZE = "4000x3000"
 PREDICT_IMAGE_LIMIT = 0.70
 
