@@ -66,6 +66,17 @@ class InputSpec:
     dtype: int  # types_pb2.DataType
 
 
+def single_input(model: str, metadata: get_model_metadata_pb2.GetModelMetadataResponse) -> InputSpec:
+    """The serving signature's only input in a GetModelMetadata answer; ValueError when there are more."""
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    metadata.metadata["signature_def"].Unpack(signatures)
+    inputs = signatures.signature_def[SIGNATURE].inputs
+    if len(inputs) != 1:
+        raise ValueError(f"{model}: expected one input in {SIGNATURE}, found {sorted(inputs)}")
+    (name, info), = inputs.items()
+    return InputSpec(name=name, dtype=info.dtype)
+
+
 class DirectClient:
     """One long-lived channel to the model server, shared by every thread, as a real client would."""
 
@@ -81,14 +92,7 @@ class DirectClient:
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         request.model_spec.name = model
         request.metadata_field.append("signature_def")
-        response = self.stub.GetModelMetadata(request, timeout=DEADLINE_S)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signatures)
-        inputs = signatures.signature_def[SIGNATURE].inputs
-        if len(inputs) != 1:
-            raise ValueError(f"{model}: expected one input in {SIGNATURE}, found {sorted(inputs)}")
-        (name, info), = inputs.items()
-        return InputSpec(name=name, dtype=info.dtype)
+        return single_input(model, self.stub.GetModelMetadata(request, timeout=DEADLINE_S))
 
     def build_request(self, model: str, spec: InputSpec, jpeg: bytes,
                       pixels: np.ndarray) -> predict_pb2.PredictRequest:

@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import stack
+
 SHARED, PINNED = "shared", "pinned"
 MODES = (SHARED, PINNED)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -84,16 +86,7 @@ def thread_ids(pid: int) -> list[int]:
 
 def descendants(pid: int) -> list[int]:
     """`pid`'s children, grandchildren, ... (gunicorn master -> workers)."""
-    by_parent: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2:].split()[1])
-        by_parent.setdefault(parent, []).append(int(entry.name))
+    by_parent = stack.children_by_parent()
     found, todo = [], [pid]
     while todo:
         for child in by_parent.get(todo.pop(), []):

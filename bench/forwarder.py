@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterable
 
 import simplejpeg
 
+from bench.clients import SIGNATURE, single_input
 from web.errors import GatewayError
 from web.protos.tensorflow.core.framework import tensor_shape_pb2, types_pb2
-from web.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from web.protos.tensorflow_serving.apis import predict_pb2
 from web.serving_client import ServingClient
 
 PREFIX = "/api/v1/models/"
 SUFFIX = "/predict"
-SIGNATURE = "serving_default"
 DEFAULT_TIMEOUT_S = 30.0
 
 _lock = threading.Lock()
@@ -65,14 +65,11 @@ def input_spec(model: str) -> tuple[str, int]:
     """(input name, dtype) of the model's serving signature, looked up once."""
     spec = _inputs.get(model)
     if spec is None:
-        response = client().get_model_metadata(model)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signatures)
-        inputs = signatures.signature_def[SIGNATURE].inputs
-        if len(inputs) != 1:
-            raise BadUpload(f"{model}: expected one input, found {sorted(inputs)}")
-        (name, info), = inputs.items()
-        spec = _inputs[model] = (name, info.dtype)
+        try:
+            found = single_input(model, client().get_model_metadata(model))
+        except ValueError as exc:
+            raise BadUpload(str(exc)) from None
+        spec = _inputs[model] = (found.name, found.dtype)
     return spec
 
 

@@ -142,9 +142,9 @@ def gateway(env: dict[str, str], settings: GatewaySettings, log_dir: Path,
 # /proc readings
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (gunicorn's workers are the master's children)."""
-    found = []
+def children_by_parent() -> dict[int, list[int]]:
+    """Every process's direct children, from the parent pid in /proc/<pid>/stat."""
+    by_parent: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -153,10 +153,14 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
         # the command name may hold spaces and parentheses: fields resume after the last ')'
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+        parent = int(stat[stat.rindex(")") + 2:].split()[1])
+        by_parent.setdefault(parent, []).append(int(entry.name))
+    return by_parent
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (gunicorn's workers are the master's children)."""
+    return sorted(children_by_parent().get(pid, []))
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -316,10 +316,15 @@ class Predict(Resource):
         picture = _picture_format()
         clock.lap("read")
         gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
-        prediction = gateway.predict(
-            model, image, options=options, label_map=req.label_map, filename=filename
-        )
-        rendered = gateway.render(image, prediction, picture) if picture else None
+        if picture:
+            prediction, rendered = gateway.predict_and_render(
+                model, image, picture, options=options, label_map=req.label_map, filename=filename
+            )
+        else:
+            prediction = gateway.predict(
+                model, image, options=options, label_map=req.label_map, filename=filename
+            )
+            rendered = None
         result_url = None
         if req.store:
             jpeg = rendered if picture == "jpeg" else None
@@ -351,10 +356,9 @@ class PredictImage(Resource):
         req = _read_predict_request(model, many=False)
         clock.lap("read")
         gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
-        prediction = gateway.predict(
-            model, image, options=options, label_map=req.label_map, filename=filename
+        prediction, rendered = gateway.predict_and_render(
+            model, image, fmt, options=options, label_map=req.label_map, filename=filename
         )
-        rendered = gateway.render(image, prediction, fmt)
         response = Response(rendered, mimetype="image/png" if fmt == "png" else "image/jpeg")
         if req.store:
             jpeg = rendered if fmt != "png" else None

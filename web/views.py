@@ -176,8 +176,9 @@ def submit():
             label_map = parse_label_map(label_map_data, label_map_file.filename or "label_map.pbtxt")
 
         gateway = _gateway()
-        prediction = gateway.predict(model, image, options=options, label_map=label_map)
-        rendered = gateway.render(image, prediction, RENDER_FORMAT)
+        prediction, rendered = gateway.predict_and_render(
+            model, image, RENDER_FORMAT, options=options, label_map=label_map
+        )
         try:
             result_id = gateway.store.save(
                 image,

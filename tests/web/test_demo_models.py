@@ -275,3 +275,29 @@ def test_each_stage_charges_its_cpu_time_to_the_model(demo_client: FlaskClient) 
     assert spent["decode"] > 3 * 0.0002 and spent["render"] > 3 * 0.0005, spent
     assert post(demo_client, "no_such_model", encode_jpeg(image)).status_code == 404
     assert not any(model == "no_such_model" for model, _ in cpu_seconds())  # no series per unknown name
+
+
+@pytest.mark.parametrize("model", DEMO_MODELS)
+def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
+    demo_app: Flask, demo_client: FlaskClient, model: str
+) -> None:
+    """From 2 MP up, /predict_image decodes the picture to draw on in another thread during the
+    gRPC call; the answer is byte for byte what predicting, then drawing, gives."""
+    import threading
+
+    from web.gateway import PREFETCH_MIN_PIXELS
+    from web.options import PredictOptions
+
+    image, _ = generate_image(np.random.default_rng(14), 1800, 1200, 3, 5)
+    assert 1800 * 1200 >= PREFETCH_MIN_PIXELS
+    data = encode_jpeg(image)
+    threads = threading.active_count()
+    drawn = post(demo_client, model, data, endpoint="predict_image")
+    assert drawn.status_code == 200 and int(drawn.headers["X-Detections"]) >= 1
+    gateway = demo_app.extensions["gateway"]
+    options = PredictOptions.from_mapping({})
+    one_after_the_other = gateway.render(data, gateway.predict(model, data, options=options), "jpeg")
+    assert drawn.data == one_after_the_other
+    cut = post(demo_client, model, data[: len(data) * 2 // 3], endpoint="predict_image")
+    assert cut.status_code == 400 and "truncated or corrupt" in cut.get_json()["error"]["message"]
+    assert threading.active_count() == threads  # no decoding thread left behind

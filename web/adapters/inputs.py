@@ -16,6 +16,8 @@ from web.adapters.frames import Frame, plan_frame
 from web.protos.tensorflow.core.framework import types_pb2
 from web.signatures import ImageInput, InputKind
 
+# How far under MAX_INPUT_SIDE a JPEG's directly decodable size may be and still be used as it is.
+JPEG_SCALE_MIN_FILL = 0.9
 FLOAT_NUMPY = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64, types_pb2.DT_HALF: np.float16}
 
 
@@ -25,6 +27,10 @@ def plan_input(
     """Where an upload will lie in the model's input (identity for encoded-string inputs)."""
     if image_input.kind == InputKind.ENCODED:
         return Frame.identity(info.width, info.height)
+    if image_input.fixed_size is None and info.format == "JPEG":
+        size = jpeg_scaled_size(info.width, info.height, max_side)
+        if size is not None:
+            return Frame(info.width, info.height, *size, *size)
     return plan_frame(
         info.width,
         info.height,
@@ -32,6 +38,27 @@ def plan_input(
         input_size=image_input.fixed_size,
         max_side=max_side,
     )
+
+
+def jpeg_scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
+    """For a JPEG larger than `max_side` going to a model that takes any size: the largest size
+    libjpeg-turbo decodes it to directly (n/8 of each side, rounded up) whose longer side is within
+    `max_side` and at most 10 % short of it; None when there is no such size.
+
+    Decoding straight to that size skips resizing a bigger decode: for a 4000x3000 photo and the
+    default 1600, a 1500x1125 input costs ~30 ms where 1600x1200 cost ~90 ms (decode at 1/2, then a
+    bilinear resize of 3 MP).
+    """
+    longer = max(width, height)
+    if not max_side or longer <= max_side:
+        return None
+    for eighths in range(7, 0, -1):
+        side = -(-longer * eighths // 8)
+        if side <= max_side:
+            if side < JPEG_SCALE_MIN_FILL * max_side:
+                return None
+            return -(-width * eighths // 8), -(-height * eighths // 8)
+    return None
 
 
 def encoded_input(data: bytes, info: images.ImageInfo) -> bytes:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from web.adapters.base import Preprocessing
 from web.adapters.frames import Frame, plan_frame, to_xyxy
-from web.adapters.inputs import place_on_canvas, scale_pixels, tensor_input
+from web.adapters.inputs import jpeg_scaled_size, place_on_canvas, plan_input, scale_pixels, tensor_input
 from web.adapters.nms import box_iou, non_max_suppression
 from web.images import inspect_image
 from web.protos.tensorflow.core.framework import types_pb2
@@ -47,6 +47,50 @@ def test_free_size_inputs_are_downsized_only() -> None:
         4000, 3000, 1600, 1200, 1600, 1200
     )
     assert plan_frame(300, 200, mode="letterbox", input_size=None, max_side=1600) == Frame.identity(300, 200)
+
+
+@pytest.mark.parametrize(
+    "size,expected",
+    [
+        ((4000, 3000), (1500, 1125)),  # 3/8: 94 % of 1600
+        ((3024, 4032), (1134, 1512)),  # a portrait phone photo
+        ((1700, 1000), (1488, 875)),  # 7/8, rounded up as libjpeg-turbo does
+        ((5000, 3750), (1600, 1200)),  # 2/8 = 1250 is 78 %: decode at 3/8 and resize, as for a PNG
+        ((1200, 900), (1200, 900)),  # small enough as it is
+    ],
+)
+def test_big_jpegs_for_free_size_inputs_get_a_size_the_decoder_makes_directly(size, expected) -> None:
+    """A JPEG decodes straight to n/8 of its size; when that fits MAX_INPUT_SIDE with at most 10 %
+    to spare, it is the input size (no resize after the decode). Other formats and fixed-size inputs
+    are planned as before."""
+    width, height = size
+    data = _jpeg(width, height)
+    info = inspect_image(data, max_pixels=2 * 10**8)
+    free = ImageInput("x", InputKind.UINT8, types_pb2.DT_UINT8, 1, None, None, 3)
+    frame = plan_input(info, free, Preprocessing(), 1600)
+    assert (frame.content_width, frame.content_height) == (frame.input_width, frame.input_height) == expected
+    pixels = tensor_input(data, info, frame, free, Preprocessing())
+    assert pixels.shape == (expected[1], expected[0], 3)
+    png = inspect_image(_png((10, 20, 30), (width, height)), max_pixels=2 * 10**8)
+    assert plan_input(png, free, Preprocessing(), 1600) == plan_frame(
+        width, height, mode="none", input_size=None, max_side=1600)
+    fixed = ImageInput("x", InputKind.UINT8, types_pb2.DT_UINT8, 1, 640, 640, 3)
+    assert plan_input(info, fixed, Preprocessing(), 1600).content_width == 640
+
+
+def test_jpeg_scaled_size_edges() -> None:
+    assert jpeg_scaled_size(12800, 9600, 1600) == (1600, 1200)  # 1/8 lands exactly on it
+    assert jpeg_scaled_size(1601, 900, 1600) is None  # 7/8 = 1401 is 88 %
+    assert jpeg_scaled_size(4001, 3001, 1600) == (1501, 1126)  # ceil, like libjpeg-turbo
+    assert jpeg_scaled_size(4000, 3000, None) is None
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    rng = np.random.default_rng(width)
+    small = Image.fromarray(rng.integers(0, 255, (height // 50 + 1, width // 50 + 1, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    small.resize((width, height), Image.Resampling.NEAREST).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("mode", ["letterbox", "crop", "stretch"])
