@@ -52,7 +52,9 @@ def test_allocator_hooks_fix_the_thresholds_and_trim_only_after_large_bodies() -
 
     hooks = runpy.run_path(str(REPO_ROOT / "gunicorn.conf.py"))
     libc = _RecordingLibc()
-    hooks["post_fork"].__globals__["_libc"] = lambda: libc
+    namespace = hooks["post_fork"].__globals__
+    namespace["_libc"] = lambda: libc
+    namespace["_trim_every_interval"] = lambda: None  # the loop itself is not run here; its step is
     hooks["post_fork"](None, None)
     assert libc.calls == [
         ("mallopt", -8, 2),  # M_ARENA_MAX
@@ -67,3 +69,9 @@ def test_allocator_hooks_fix_the_thresholds_and_trim_only_after_large_bodies() -
     assert libc.calls == []  # small requests keep their warm memory
     post_request(None, None, {"CONTENT_LENGTH": str(2_134_000)}, None)  # a 12 MP JPEG
     assert libc.calls == [("malloc_trim", 0)]
+    # the once-a-second step trims after any requests, and does nothing while the worker is idle
+    trim_if_served = namespace["trim_if_served"]
+    assert trim_if_served() is True and libc.calls == [("malloc_trim", 0)] * 2
+    assert trim_if_served() is False and len(libc.calls) == 2
+    post_request(None, None, {"CONTENT_LENGTH": "100"}, None)
+    assert trim_if_served() is True and len(libc.calls) == 3
