@@ -55,7 +55,21 @@ class DecodeBudget:
         try:
             yield
         finally:
-            with self._condition:
-                self._used -= need
-                metrics.DECODE_PIXELS.set(self._used)
-                self._condition.notify_all()
+            self.give_back(need)
+
+    def try_take(self, pixels: int) -> int:
+        """Hold `pixels` now if the budget has room, without waiting: the amount held (for
+        `give_back`), 0 when there is no room. For work that can just as well be done later."""
+        need = max(1, min(int(pixels), self.limit))
+        with self._condition:
+            if self._used + need > self.limit:
+                return 0
+            self._used += need
+            metrics.DECODE_PIXELS.set(self._used)
+        return need
+
+    def give_back(self, held: int) -> None:
+        with self._condition:
+            self._used -= held
+            metrics.DECODE_PIXELS.set(self._used)
+            self._condition.notify_all()

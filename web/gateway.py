@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_IMAGES = 64
 READINESS_TIMEOUT_S = 2.0
 RENDER_FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png"}
-# From this size up, /predict_image decodes the picture to draw on while the model predicts.
-PREFETCH_MIN_PIXELS = 2_000_000
+# From this size up, JPEG work that does not feed the model (the completeness scan of a JPEG sent as
+# it is, the decode of the picture to draw on) runs on another thread while the model predicts.
+BACKGROUND_MIN_PIXELS = 2_000_000
 
 
 @dataclass
@@ -79,32 +81,42 @@ class _Prepared:
     decode_ms: float
 
 
-class _Prefetch:
-    """Decodes an upload for drawing on its own thread (Pillow releases the GIL while decoding); the
-    thread's CPU is charged to the `render` stage. `result()` is the picture, or None if it failed."""
+class _Background:
+    """`work(*args)` on its own thread, for C work that releases the GIL (JPEG decoding) and can run
+    while the request thread waits on the model server; the thread's CPU is charged to `stage`.
+    `result()` waits for it: its value, its GatewayError raised, or None if it never started."""
 
-    def __init__(self, model: str, image: bytes, info: images.ImageInfo) -> None:
-        self._picture: Any = None
-        self._thread = threading.Thread(target=self._decode, args=(model, image, info), daemon=True,
-                                        name="render-decode")
+    def __init__(self, model: str, stage: str, work: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: GatewayError | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(model, stage, work, args), daemon=True, name=f"gateway-{stage}"
+        )
 
-    def start(self) -> None:
+    def start(self) -> _Background:
         if self._thread.ident is None:
             self._thread.start()
+        return self
 
-    def _decode(self, model: str, image: bytes, info: images.ImageInfo) -> None:
+    def _run(self, model: str, stage: str, work: Callable[..., Any], args: tuple) -> None:
         clock = metrics.CpuClock(model)
         try:
-            self._picture = images.decode_image(image, info, strict=False)
-        except GatewayError:
-            self._picture = None
-        clock.lap("render")
+            self._value = work(*args)
+        except GatewayError as exc:
+            self._error = exc
+        clock.lap(stage)
 
     def result(self) -> Any:
-        """The decoded picture; None when decoding failed or never started."""
         if self._thread.ident is not None:
             self._thread.join()
-        return self._picture
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _check_all(uploads: list[tuple[bytes, images.ImageInfo]]) -> None:
+    for data, info in uploads:
+        images.ensure_complete(data, info)
 
 
 @dataclass
@@ -291,12 +303,36 @@ class Gateway:
             for data, info, _ in checked:
                 images.ensure_complete(data, info)
             raise
+        # Big JPEGs sent as they are get their completeness scan (~25 ms at 12 MP) on another thread
+        # while the model server works; small ones (under a millisecond) right here.
+        later: list[tuple[bytes, images.ImageInfo]] = []
         for index, (data, info, ms) in enumerate(checked):
-            if not self._decode_checks(reading, info):
-                start = time.perf_counter()
-                images.ensure_complete(data, info)
-                checked[index] = (data, info, ms + _ms(start))
+            if self._decode_checks(reading, info):
+                continue
+            if info.format == "JPEG" and info.width * info.height >= BACKGROUND_MIN_PIXELS:
+                later.append((data, info))
+                continue
+            start = time.perf_counter()
+            images.ensure_complete(data, info)
+            checked[index] = (data, info, ms + _ms(start))
         clock.lap("validate")
+        scan = _Background(model, "validate", _check_all, later).start() if later else None
+        try:
+            return self._predict_groups(model, reading, checked, options, label_map, clock, inputs_ready)
+        finally:
+            if scan is not None:
+                scan.result()  # a truncated upload is a 400, whatever the model server answered
+
+    def _predict_groups(
+        self,
+        model: str,
+        reading: ModelReading,
+        checked: list[_Checked],
+        options: PredictOptions,
+        label_map: LabelMap | None,
+        clock: metrics.CpuClock,
+        inputs_ready: Callable[[], None] | None,
+    ) -> list[Prediction]:
         if reading.problem or reading.adapter is None:
             raise UnsupportedModel(f"model '{model}' cannot be used through the gateway: {reading.problem}")
         labels = label_map if label_map is not None else self.registry.labels_for(reading)
@@ -489,23 +525,41 @@ class Gateway:
         info = images.inspect_image(
             image, max_pixels=self.settings.max_image_pixels, name=display_name(filename), complete=False
         )
-        if info.width * info.height < PREFETCH_MIN_PIXELS:
+        if info.width * info.height < BACKGROUND_MIN_PIXELS:
             prediction = self.predict(model, image, options=options, label_map=label_map, filename=filename)
             return prediction, self.render(image, prediction, fmt)
-        with self.decode_budget.reserve(info.width * info.height, "drawing this picture"):
-            # Started once the model input is built: decoding both at once would only slow both down.
-            decoding = _Prefetch(model, image, info)
+        decoding = _Background(model, "render", partial(images.decode_image, strict=False), image, info)
+        held = 0
+
+        def decode_for_drawing() -> None:
+            """Once the model input is built (decoding both at once would only slow both down), and
+            only if the decode budget has room right now: holding pixels while `predict` waits for
+            its own would let two big requests starve each other."""
+            nonlocal held
+            held = self.decode_budget.try_take(info.width * info.height)
+            if held:
+                decoding.start()
+
+        try:
             try:
                 prediction = self.predict(
                     model, image, options=options, label_map=label_map, filename=filename,
-                    inputs_ready=decoding.start,
+                    inputs_ready=decode_for_drawing,
                 )
             finally:
-                picture = decoding.result()  # also when predict failed: no decode left running
+                try:  # also when predict failed: no decode left running
+                    picture = decoding.result()
+                except GatewayError:
+                    picture = None
+            if not held:  # no room earlier: draw after predicting, with a reservation of its own
+                return prediction, self.render(image, prediction, fmt)
             start = time.perf_counter()
             if picture is None:  # could not be decoded after all: as `render` would have failed
                 picture = images.decode_image(image, info, strict=False)
             return prediction, self._draw(picture, prediction, encoding, start, metrics.CpuClock(model))
+        finally:
+            if held:
+                self.decode_budget.give_back(held)
 
     @staticmethod
     def _encoding(fmt: str) -> str:

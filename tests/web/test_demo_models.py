@@ -285,11 +285,11 @@ def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
     gRPC call; the answer is byte for byte what predicting, then drawing, gives."""
     import threading
 
-    from web.gateway import PREFETCH_MIN_PIXELS
+    from web.gateway import BACKGROUND_MIN_PIXELS
     from web.options import PredictOptions
 
     image, _ = generate_image(np.random.default_rng(14), 1800, 1200, 3, 5)
-    assert 1800 * 1200 >= PREFETCH_MIN_PIXELS
+    assert 1800 * 1200 >= BACKGROUND_MIN_PIXELS
     data = encode_jpeg(image)
     threads = threading.active_count()
     drawn = post(demo_client, model, data, endpoint="predict_image")
@@ -298,6 +298,7 @@ def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
     options = PredictOptions.from_mapping({})
     one_after_the_other = gateway.render(data, gateway.predict(model, data, options=options), "jpeg")
     assert drawn.data == one_after_the_other
-    cut = post(demo_client, model, data[: len(data) * 2 // 3], endpoint="predict_image")
-    assert cut.status_code == 400 and "truncated or corrupt" in cut.get_json()["error"]["message"]
+    for endpoint in ("predict_image", "predict"):  # big JPEGs are scanned while the model works
+        cut = post(demo_client, model, data[: len(data) * 2 // 3], endpoint=endpoint)
+        assert cut.status_code == 400 and "truncated or corrupt" in cut.get_json()["error"]["message"]
     assert threading.active_count() == threads  # no decoding thread left behind

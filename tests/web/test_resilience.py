@@ -230,3 +230,20 @@ def test_the_model_server_restarting_under_load_fails_requests_cleanly_and_recov
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[200] > down[200], "requests succeeded again after the restart"
     assert result_files(app) == []
+
+
+def test_try_take_holds_pixels_only_when_there_is_room_now() -> None:
+    """What /predict_image uses to decode the picture to draw on during the gRPC call: never waits."""
+    import time
+
+    from web.decode_budget import DecodeBudget
+
+    budget = DecodeBudget(10_000_000, wait_s=5.0)
+    assert budget.try_take(6_000_000) == 6_000_000
+    started = time.monotonic()
+    assert budget.try_take(6_000_000) == 0 and time.monotonic() - started < 0.5  # no room: no wait
+    assert budget.in_flight == 6_000_000
+    budget.give_back(6_000_000)
+    assert budget.try_take(40_000_000) == 10_000_000  # one picture bigger than the budget runs alone
+    budget.give_back(10_000_000)
+    assert budget.in_flight == 0
