@@ -42,7 +42,7 @@ class _Parts:
         self._headers: list[tuple[str, str]] = []
         self._field = bytearray()
         self._value = bytearray()
-        self._chunks: list[bytes] = []
+        self._chunks: list[memoryview] = []
         self._size = 0
         self._is_file = False
         self._name = ""
@@ -98,7 +98,7 @@ class _Parts:
         self._size += end - start
         if not self._is_file and self.max_field_bytes is not None and self._size > self.max_field_bytes:
             raise RequestEntityTooLarge()
-        self._chunks.append(data[start:end])
+        self._chunks.append(memoryview(data)[start:end])  # no copy until the part is joined
 
     def _end(self) -> None:
         value = b"".join(self._chunks)
