@@ -102,6 +102,7 @@ class ServingClient:
         label: str | None = None,
         signature: str = "",
         output_filter: tuple[str, ...] = (),
+        timeout: float = DEADLINE_S,
     ) -> predict_pb2.PredictResponse:
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         request.model_spec.name = model
@@ -112,7 +113,7 @@ class ServingClient:
             request.model_spec.version_label = label
         for name, proto in inputs.items():
             request.inputs[name].CopyFrom(proto)
-        return self.prediction.Predict(request, timeout=DEADLINE_S)
+        return self.prediction.Predict(request, timeout=timeout)
 
     def metadata(
         self, model: str, version: int | None = None

@@ -112,12 +112,10 @@ def predict(
     signature: str = "serving_default",
     output_filter: tuple[str, ...] = (),
 ) -> predict_pb2.PredictResponse:
-    request = predict_pb2.PredictRequest(output_filter=list(output_filter))
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    for name, proto in inputs.items():
-        request.inputs[name].CopyFrom(proto)
-    return client.prediction.Predict(request, timeout=RPC_TIMEOUT_S)
+    """Predict with upstream's default signature name spelled out (the client's default is "")."""
+    return client.predict(
+        model, inputs, signature=signature, output_filter=output_filter, timeout=RPC_TIMEOUT_S
+    )
 
 
 def example(**features: float) -> example_pb2.Example:

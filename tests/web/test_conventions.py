@@ -183,21 +183,24 @@ def test_model_without_a_label_map_uses_class_ids(
     assert sorted(d["label"] for d in body["detections"]) == ["class 1", "class 2", "class 3"]
 
 
-def test_models_dir_label_maps_are_found(make_app, convention_server, tmp_path: Path) -> None:
+def _assert_labels_come_from_models_dir(make_app, server: str, tmp_path: Path, base_path: str) -> None:
+    """od_uint8 configured at `base_path`, its labels.txt in MODELS_DIR: the API and predictions use it."""
     config = tmp_path / "models.config"
     config.write_text(
-        'model_config_list { config { name: "od_uint8" base_path: "/elsewhere" '
+        f'model_config_list {{ config {{ name: "od_uint8" base_path: "{base_path}" '
         'model_platform: "tensorflow" } }'
     )
     (tmp_path / "models" / "od_uint8").mkdir(parents=True)
     (tmp_path / "models" / "od_uint8" / "labels.txt").write_text("uno\ndos\ntres\n")
-    app = make_app(
-        TF_SERVING_ADDRESS=convention_server, MODEL_CONFIG_FILE=config, MODELS_DIR=tmp_path / "models"
-    )
+    app = make_app(TF_SERVING_ADDRESS=server, MODEL_CONFIG_FILE=config, MODELS_DIR=tmp_path / "models")
     client = app.test_client()
     assert client.get("/api/v1/models/od_uint8/labels").get_json() == {"1": "uno", "2": "dos", "3": "tres"}
     body = predict(client, "od_uint8", solid(320, 240)).get_json()
     assert sorted(d["label"] for d in body["detections"]) == ["dos", "tres", "uno"]
+
+
+def test_models_dir_label_maps_are_found(make_app, convention_server, tmp_path: Path) -> None:
+    _assert_labels_come_from_models_dir(make_app, convention_server, tmp_path, "/elsewhere")
 
 
 @pytest.mark.parametrize("base_path", ["gs://bucket/models/od_uint8", "s3://bucket/od_uint8"])
@@ -206,22 +209,9 @@ def test_models_on_object_storage_take_their_labels_from_models_dir(
 ) -> None:
     """TF Serving reads gs:// base paths itself; the gateway cannot, so it looks in MODELS_DIR only
     (and never in a folder made up from the URL)."""
-    config = tmp_path / "models.config"
-    config.write_text(
-        f'model_config_list {{ config {{ name: "od_uint8" base_path: "{base_path}" '
-        'model_platform: "tensorflow" } }'
-    )
     (tmp_path / "gs:" / "bucket" / "models" / "od_uint8").mkdir(parents=True)  # what a naive join would read
     (tmp_path / "gs:" / "bucket" / "models" / "od_uint8" / "labels.txt").write_text("wrong\nwrong\nwrong\n")
-    (tmp_path / "models" / "od_uint8").mkdir(parents=True)
-    (tmp_path / "models" / "od_uint8" / "labels.txt").write_text("uno\ndos\ntres\n")
-    app = make_app(
-        TF_SERVING_ADDRESS=convention_server, MODEL_CONFIG_FILE=config, MODELS_DIR=tmp_path / "models"
-    )
-    client = app.test_client()
-    assert client.get("/api/v1/models/od_uint8/labels").get_json() == {"1": "uno", "2": "dos", "3": "tres"}
-    body = predict(client, "od_uint8", solid(320, 240)).get_json()
-    assert sorted(d["label"] for d in body["detections"]) == ["dos", "tres", "uno"]
+    _assert_labels_come_from_models_dir(make_app, convention_server, tmp_path, base_path)
 
 
 @pytest.mark.parametrize(
