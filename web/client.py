@@ -114,7 +114,7 @@ class Client:
         self.options = options
         self._label_map = options.label_map.read_bytes() if options.label_map else None
 
-    def _endpoint(self, action: str, picture: str | None = None) -> str:
+    def _endpoint(self, picture: str | None = None) -> str:
         model = urllib.parse.quote(self.options.model, safe="")
         query = {
             "min_score": self.options.min_score,
@@ -126,7 +126,7 @@ class Client:
         }
         params = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         base = self.options.url.rstrip("/")
-        return f"{base}/api/v1/models/{model}/{action}" + (f"?{params}" if params else "")
+        return f"{base}/api/v1/models/{model}/predict" + (f"?{params}" if params else "")
 
     def _body(self, image_name: str, image: bytes) -> tuple[bytes, dict[str, str]]:
         """The image as the body itself (with its name), or multipart when a label map goes along or
@@ -140,15 +140,13 @@ class Client:
         body, content_type = encode_multipart(files)
         return body, {"Content-Type": content_type}
 
-    def _post(
-        self, action: str, image_name: str, image: bytes, picture: str | None = None
-    ) -> tuple[bytes, str]:
+    def _post(self, image_name: str, image: bytes, picture: str | None = None) -> tuple[bytes, str]:
         body, headers = self._body(image_name, image)
         headers["Accept"] = "application/json"
         if self.options.api_key:
             headers["Authorization"] = f"Bearer {self.options.api_key}"
         request = urllib.request.Request(
-            self._endpoint(action, picture), data=body, headers=headers, method="POST"
+            self._endpoint(picture), data=body, headers=headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
@@ -174,7 +172,7 @@ class Client:
         """The prediction JSON for one image (see README.md, "REST API"), and with `picture` the drawn
         picture (``options.image_format``) from the same request."""
         fmt = ("png" if self.options.image_format == "png" else "jpeg") if picture else None
-        body, _ = self._post("predict", image_name, image, fmt)
+        body, _ = self._post(image_name, image, fmt)
         try:
             result = json.loads(body)
         except ValueError:

@@ -498,12 +498,16 @@ class Gateway:
             ) from None
 
     # -- rendering ----------------------------------------------------------------------------
-    def render(self, image: bytes, prediction: Prediction, fmt: str = "jpeg") -> bytes:
-        """The upload with the prediction drawn on it, as JPEG or PNG; adds a `render` timing."""
+    def render(
+        self, image: bytes, prediction: Prediction, fmt: str = "jpeg", info: images.ImageInfo | None = None
+    ) -> bytes:
+        """The upload with the prediction drawn on it, as JPEG or PNG; adds a `render` timing. `info` is
+        the upload's header when the caller has read it already."""
         encoding = self._encoding(fmt)
         start = time.perf_counter()
         clock = metrics.CpuClock(prediction.model_name)
-        info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels, complete=False)
+        if info is None:
+            info = images.inspect_image(image, max_pixels=self.settings.max_image_pixels, complete=False)
         with self.decode_budget.reserve(info.width * info.height, "drawing this picture"):
             picture = images.decode_image(image, info, strict=False)  # checked when it was predicted
             return self._draw(picture, prediction, encoding, start, clock)
@@ -527,7 +531,7 @@ class Gateway:
         )
         if info.width * info.height < BACKGROUND_MIN_PIXELS:
             prediction = self.predict(model, image, options=options, label_map=label_map, filename=filename)
-            return prediction, self.render(image, prediction, fmt)
+            return prediction, self.render(image, prediction, fmt, info)
         decoding = _Background(model, "render", partial(images.decode_image, strict=False), image, info)
         held = 0
 
@@ -552,7 +556,7 @@ class Gateway:
                 except GatewayError:
                     picture = None
             if not held:  # no room earlier: draw after predicting, with a reservation of its own
-                return prediction, self.render(image, prediction, fmt)
+                return prediction, self.render(image, prediction, fmt, info)
             start = time.perf_counter()
             if picture is None:  # could not be decoded after all: as `render` would have failed
                 picture = images.decode_image(image, info, strict=False)
