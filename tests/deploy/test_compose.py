@@ -205,9 +205,15 @@ def test_web_is_built_from_the_repository_dockerfile() -> None:
 
 def test_every_bind_mount_source_exists() -> None:
     for file in STACKS:
+        mounted = {}
         for name, service in services(file).items():
-            for source, target, _ in compose.bind_mounts(service):
+            mounted[name] = compose.bind_mounts(service)
+            for source, target, _ in mounted[name]:
                 assert source.exists(), f"{file}: {name} mounts {source} at {target}, which does not exist"
+        # not a loop over nothing: the model folder reaches both TF Serving and the gateway
+        models = (REPO_ROOT / "tf_server").resolve()
+        assert any(source.resolve() == models for source, _, _ in mounted["tf_server"]), mounted
+        assert mounted["web"], mounted
 
 
 def test_web_mounts_models_read_only_and_keeps_uploads_and_results_in_volumes() -> None:

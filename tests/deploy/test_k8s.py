@@ -645,7 +645,11 @@ def test_gateway_scales_on_cpu_and_keeps_two_replicas() -> None:
 
 @pytest.mark.parametrize("build", OVERLAYS)
 def test_every_pod_is_restricted_and_has_requests_a_memory_limit_and_probes(build: str) -> None:
-    for deployment in of_kind(rendered(build), "Deployment"):
+    deployments = of_kind(rendered(build), "Deployment")
+    names = {d["metadata"]["name"] for d in deployments}
+    assert {"gateway", "tf-serving"} <= names, names  # not a loop over nothing
+    for deployment in deployments:
+        assert pod_spec(deployment)["containers"], deployment["metadata"]["name"]
         # Pod Security "restricted": non-root, RuntimeDefault seccomp, no escalation, no capabilities.
         pod = pod_spec(deployment)["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
