@@ -29,19 +29,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from web.api import register_api
-    from web.auth import install_auth
     from web.errors import register_error_handlers
     from web.gateway import Gateway
-    from web.health import bp as health_bp
-    from web.health import install_request_metrics
-    from web.multipart import GatewayRequest
-    from web.security_headers import install_security_headers
+    from web.http.api import register_api
+    from web.http.auth import install_auth
+    from web.http.health import bp as health_bp
+    from web.http.health import install_request_metrics
+    from web.http.multipart import GatewayRequest
+    from web.http.security_headers import install_security_headers
+    from web.http.views import bp as views_bp
     from web.storage import ResultStore
-    from web.views import bp as views_bp
 
     settings = Settings.load(overrides=config)
-    # The HTML blueprint serves web/static at /assets; no second copy at Flask's default /static.
+    # The HTML blueprint serves web/http/static at /assets; no second copy at Flask's default /static.
     app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=None)
     app.request_class = GatewayRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length

@@ -171,7 +171,7 @@ def error_response(exc: BaseException) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Route every error through `error_response` (flask-restx's API is wired to it in web.api)."""
+    """Route every error through `error_response` (flask-restx's API is wired to it in web.http.api)."""
     app.register_error_handler(GatewayError, error_response)
     app.register_error_handler(HTTPException, error_response)
     app.register_error_handler(Exception, error_response)

@@ -19,11 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from web import images, metrics
-from web.adapters import ModelReading
-from web.adapters.frames import Frame
-from web.adapters.inputs import encoded_input, plan_input, tensor_input
-from web.decode_budget import DecodeBudget
+from web import metrics
 from web.domain import Prediction
 from web.errors import (
     BadRequest,
@@ -33,15 +29,20 @@ from web.errors import (
     ModelServerUnavailable,
     UnsupportedModel,
 )
-from web.label_maps import LabelMap
-from web.model_registry import ModelRegistry, VersionState
 from web.options import PredictOptions
-from web.protos.tensorflow_serving.apis import predict_pb2
-from web.render import render_prediction
-from web.serving_client import ServingClient
+from web.pipeline import images
+from web.pipeline.decode_budget import DecodeBudget
+from web.pipeline.inputs import encoded_input, plan_input, tensor_input
+from web.pipeline.render import render_prediction
+from web.reading.adapters import ModelReading
+from web.reading.adapters.frames import Frame
+from web.reading.label_maps import LabelMap
+from web.reading.registry import ModelRegistry, VersionState
+from web.reading.signatures import InputKind
+from web.serving.client import ServingClient
+from web.serving.protos.tensorflow_serving.apis import predict_pb2
+from web.serving.tensors import TensorConversionError, ndarray_to_proto, proto_to_ndarray, strings_to_proto
 from web.settings import Settings
-from web.signatures import InputKind
-from web.tensors import TensorConversionError, ndarray_to_proto, proto_to_ndarray, strings_to_proto
 
 logger = logging.getLogger(__name__)
 MAX_BATCH_IMAGES = 64
@@ -203,7 +204,6 @@ class Gateway:
                 },
                 "kind": reading.kind,
                 "family": reading.family,
-                "convention": reading.family,  # the name this field had before families had adapters
                 "input": None if reading.image_input is None else reading.image_input.to_dict(),
                 "preprocessing": None if reading.preprocessing is None else reading.preprocessing.to_dict(),
                 "class_offset": reading.class_offset if reading.adapter else None,

@@ -1,6 +1,6 @@
 """The demo models end to end over real gRPC: pictures with known shapes (or digits), known answers.
 
-The pictures come from tf_server.demo.synthetic (numpy/Pillow only), which knows every shape's
+The pictures come from demo.synthetic (numpy/Pillow only), which knows every shape's
 class, box and visible mask, so the gateway's answer can be checked against the truth.
 """
 
@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from demo.digits import generate_digit
+from demo.synthetic import Shape, encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT
-from tf_server.demo.digits import generate_digit
-from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
-from web.label_maps import load_label_map
+from web.reading.label_maps import load_label_map
 
 DEMO_CONFIG = REPO_ROOT / "tf_server" / "models.config"
 DEMO_MODELS = ("shapes", "shapes_jpeg")

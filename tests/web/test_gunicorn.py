@@ -11,11 +11,11 @@ from tests.web.helpers import solid
 
 
 def test_gunicorn_workers_serve_predictions(
-    convention_server: str, convention_models: Path, tmp_path: Path
+    signature_server: str, signature_models: Path, tmp_path: Path
 ) -> None:
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
     }
     with running_gateway(tmp_path, workers=2, threads=1, **settings) as base:
         image = solid(320, 240, (100, 100, 100))
