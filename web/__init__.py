@@ -29,10 +29,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from web.errors import register_error_handlers
     from web.gateway import Gateway
     from web.http.api import register_api
     from web.http.auth import install_auth
+    from web.http.errors import register_error_handlers
     from web.http.health import bp as health_bp
     from web.http.health import install_request_metrics
     from web.http.multipart import GatewayRequest

@@ -285,8 +285,8 @@ def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
     gRPC call; the answer is byte for byte what predicting, then drawing, gives."""
     import threading
 
-    from web.gateway import BACKGROUND_MIN_PIXELS
     from web.options import PredictOptions
+    from web.pipeline.predict import BACKGROUND_MIN_PIXELS
 
     image, _ = generate_image(np.random.default_rng(14), 1800, 1200, 3, 5)
     assert 1800 * 1200 >= BACKGROUND_MIN_PIXELS

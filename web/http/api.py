@@ -1,7 +1,7 @@
 """The REST API (flask-restx): models, labels and predictions under /api/v1, Swagger UI at /docs.
 
 Resources only translate HTTP <-> the gateway facade; every error goes through
-`web.errors.error_response`, so the API answers `{"error": {"code", "message"}}` for everything,
+`web.http.errors.error_response`, so the API answers `{"error": {"code", "message"}}` for everything,
 including Werkzeug's 404/405/413. Who may call it is decided for the whole app in `web.http.auth`.
 """
 
@@ -16,11 +16,13 @@ from flask_restx import Api, Namespace, Resource, fields, reqparse
 from werkzeug.datastructures import CombinedMultiDict, FileStorage
 from werkzeug.http import parse_options_header
 
-from web.errors import BadRequest, InsufficientStorage, error_response
-from web.gateway import Gateway, display_name
-from web.metrics import CpuClock
+from web.errors import BadRequest, InsufficientStorage
+from web.gateway import Gateway
+from web.http.errors import error_response
+from web.metrics import StageClock
 from web.options import PredictOptions
-from web.pipeline.images import EXTENSIONS, sniff_format
+from web.pipeline.images import EXTENSIONS
+from web.pipeline.request import Picture, PipelineRequest, display_name
 from web.reading.label_maps import LabelMap, parse_label_map
 from web.storage import StorageError
 
@@ -212,22 +214,28 @@ def _label_map() -> LabelMap | None:
 
 
 @dataclass(frozen=True)
-class _PredictRequest:
-    gateway: Gateway
+class _Upload:
+    """What every predict endpoint reads before the pipeline opens the request."""
+
     options: PredictOptions
     store: bool
     label_map: LabelMap | None
     uploads: list[tuple[str | None, bytes]]
 
+    def open(self, model: str, clock: StageClock) -> PipelineRequest:
+        """The pipeline's request (every image header checked), the HTTP reading lapped as `read`."""
+        clock.lap("read")
+        gateway = _gateway()
+        return gateway.open(model, self.uploads, options=self.options, label_map=self.label_map, clock=clock)
 
-def _read_predict_request(model: str, many: bool) -> _PredictRequest:
-    """What every predict endpoint reads, in the order its mistakes are reported: the model (404),
-    the options (400), the label map (400), then the images."""
-    gateway = _gateway()
-    gateway.check_model(model)
+
+def _read_upload(model: str, many: bool) -> _Upload:
+    """In the order its mistakes are reported: the model (404), the options (400), the label map
+    (400), then the images."""
+    _gateway().check_model(model)
     options = _options()
     store = _flag("store")
-    return _PredictRequest(gateway, options, store, _label_map(), _uploads(many))
+    return _Upload(options, store, _label_map(), _uploads(many))
 
 
 def _server_timing(timings: dict[str, float]) -> str:
@@ -235,25 +243,20 @@ def _server_timing(timings: dict[str, float]) -> str:
 
 
 def _store(
-    gateway: Gateway,
-    image: bytes,
-    filename: str | None,
-    prediction: Any,
-    rendered: bytes | None,
-    options: PredictOptions,
+    gateway: Gateway, request: PipelineRequest, picture: Picture, prediction: Any, rendered: bytes | None
 ) -> str:
     """Keep a result for the HTML pages (only when the client asked with store=true)."""
     if rendered is None:
-        rendered = gateway.render(image, prediction, "jpeg")
+        rendered = gateway.render(picture.data, prediction, "jpeg", picture.info, request.clock)
     try:
         result_id = gateway.store.save(
-            image,
-            EXTENSIONS[sniff_format(image)],
+            picture.data,
+            EXTENSIONS[picture.info.format],
             rendered,
             "jpg",
             prediction.to_dict(),
-            source_name=display_name(filename, "") or None,
-            options=options.to_dict(),
+            source_name=display_name(picture.filename, "") or None,
+            options=request.options.to_dict(),
         )
     except StorageError as exc:
         current_app.logger.error("storing a result failed: %s", exc)
@@ -261,6 +264,7 @@ def _store(
             f"the prediction worked but the result could not be stored ({exc}): free space in "
             "OUTPUT_FOLDER and UPLOAD_FOLDER, or send the request without store=true"
         ) from None
+    request.clock.lap("store")
     return f"/results/{result_id}"
 
 
@@ -311,25 +315,20 @@ class Predict(Resource):
         """Detect (or classify) one uploaded image; boxes are in pixels of the upload, masks COCO RLE.
 
         A raw `image/*` body works as well as the multipart field (a little cheaper to parse)."""
-        clock = CpuClock(model)
-        req = _read_predict_request(model, many=False)
+        clock = StageClock(model)
+        upload = _read_upload(model, many=False)
         picture = _picture_format()
-        clock.lap("read")
-        gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
+        req, store = upload.open(model, clock), upload.store
+        gateway = _gateway()
         if picture:
-            prediction, rendered = gateway.predict_and_render(
-                model, image, picture, options=options, label_map=req.label_map, filename=filename
-            )
+            prediction, rendered = gateway.run_and_render(req, picture)
         else:
-            prediction = gateway.predict(
-                model, image, options=options, label_map=req.label_map, filename=filename
-            )
+            (prediction,) = gateway.run(req)
             rendered = None
         result_url = None
-        if req.store:
+        if store:
             jpeg = rendered if picture == "jpeg" else None
-            result_url = _store(gateway, image, filename, prediction, jpeg, options)
-        clock.skip()  # the gateway counted its own stages
+            result_url = _store(gateway, req, req.pictures[0], prediction, jpeg)
         body = prediction.to_dict()
         if result_url is not None:
             body["result_url"] = result_url
@@ -351,18 +350,16 @@ class PredictImage(Resource):
     @ns.response(404, "unknown model or version", error_model)
     def post(self, model: str) -> Response:
         """Like predict, but answers with the picture (JPEG, or PNG with format=png)."""
-        clock = CpuClock(model)
+        clock = StageClock(model)
         fmt = _picture_format("format", default="jpeg")
-        req = _read_predict_request(model, many=False)
-        clock.lap("read")
-        gateway, options, ((filename, image),) = req.gateway, req.options, req.uploads
-        prediction, rendered = gateway.predict_and_render(
-            model, image, fmt, options=options, label_map=req.label_map, filename=filename
-        )
+        upload = _read_upload(model, many=False)
+        req, store = upload.open(model, clock), upload.store
+        gateway = _gateway()
+        prediction, rendered = gateway.run_and_render(req, fmt)
         response = Response(rendered, mimetype="image/png" if fmt == "png" else "image/jpeg")
-        if req.store:
+        if store:
             jpeg = rendered if fmt != "png" else None
-            response.headers["Location"] = _store(gateway, image, filename, prediction, jpeg, options)
+            response.headers["Location"] = _store(gateway, req, req.pictures[0], prediction, jpeg)
         response.headers["Server-Timing"] = _server_timing(prediction.timings_ms)
         count = len(prediction.classes) if prediction.classes is not None else len(prediction.detections)
         response.headers["X-Detections"] = str(count)
@@ -377,19 +374,17 @@ class PredictBatch(Resource):
     @ns.response(400, "a bad image (the message names its position and file name)", error_model)
     def post(self, model: str) -> Response:
         """Several `image` parts in one request; answers a list of predictions in the same order."""
-        clock = CpuClock(model)
-        req = _read_predict_request(model, many=True)
-        clock.lap("read")
-        predictions = req.gateway.predict_batch(
-            model, req.uploads, options=req.options, label_map=req.label_map
-        )
+        clock = StageClock(model)
+        upload = _read_upload(model, many=True)
+        req, store = upload.open(model, clock), upload.store
+        gateway = _gateway()
+        predictions = gateway.run(req)
         body = []
-        for (filename, image), prediction in zip(req.uploads, predictions, strict=True):
+        for picture, prediction in zip(req.pictures, predictions, strict=True):
             item = prediction.to_dict()
-            if req.store:
-                item["result_url"] = _store(req.gateway, image, filename, prediction, None, req.options)
+            if store:
+                item["result_url"] = _store(gateway, req, picture, prediction, None)
             body.append(item)
-        clock.skip()
         response = jsonify(body)
         clock.lap("respond")
         return response

@@ -27,11 +27,13 @@ from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.errors import BadRequest, GatewayError, InsufficientStorage, UnsupportedMediaType, describe
-from web.gateway import ModelSummary, display_name
+from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
+from web.http.errors import describe, error_response
 from web.options import PredictOptions
-from web.pipeline.images import EXTENSIONS, SUPPORTED, sniff_format
+from web.pipeline.images import EXTENSIONS, SUPPORTED
 from web.pipeline.render import class_color
+from web.pipeline.request import display_name
+from web.reading.catalog import ModelSummary
 from web.reading.label_maps import PBTXT_SUFFIXES, parse_label_map
 from web.storage import StorageError, StoredResult
 
@@ -176,13 +178,12 @@ def submit():
             label_map = parse_label_map(label_map_data, label_map_file.filename or "label_map.pbtxt")
 
         gateway = _gateway()
-        prediction, rendered = gateway.predict_and_render(
-            model, image, RENDER_FORMAT, options=options, label_map=label_map
-        )
+        upload = gateway.open(model, [(None, image)], options=options, label_map=label_map)
+        prediction, rendered = gateway.run_and_render(upload, RENDER_FORMAT)
         try:
             result_id = gateway.store.save(
                 image,
-                _original_extension(image),
+                EXTENSIONS[upload.pictures[0].info.format],
                 rendered,
                 RENDER_EXT,
                 prediction.to_dict(),
@@ -211,19 +212,11 @@ def _read_upload(upload: FileStorage | None, what: str) -> bytes | None:
     return data
 
 
-def _original_extension(image: bytes) -> str:
-    """The extension comes from the bytes (the format the gateway accepted), never from the file name."""
-    fmt = sniff_format(image)
-    if fmt is None:
-        raise UnsupportedMediaType(f"The file is not a picture the gateway reads; upload {SUPPORTED}.")
-    return EXTENSIONS[fmt]
-
-
 # -- results -----------------------------------------------------------------------------------
 
 
-def _not_found(message: str):
-    return render_template("error.html", error={"code": 404, "message": message}), 404
+def _not_found(message: str) -> Response:
+    return error_response(ResultNotFound(message))
 
 
 _MISSING = "No result with this id. Results are kept for a limited time and the oldest are removed first."
@@ -297,9 +290,7 @@ def result_json(result_id: str):
     """The stored prediction, exactly the REST API's prediction JSON."""
     stored = _store().get(result_id)
     if stored is None:
-        response = jsonify({"error": {"code": 404, "message": _MISSING}})
-        response.status_code = 404
-        return response
+        return _not_found(_MISSING)  # JSON: the URL ends with .json
     return jsonify(stored.prediction)
 
 
