@@ -1,7 +1,8 @@
 """The web gateway: a Flask app in front of TensorFlow Serving (``gunicorn "web:create_app()"``).
 
 Importing this package never imports TensorFlow and never opens a gRPC channel: the client opens
-its channel lazily in each worker process, after gunicorn has forked.
+its channel lazily in each worker process, after gunicorn has forked. Nor does it import Flask:
+the command-line client (`python -m web.client`) runs on the standard library alone.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from web.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app", "Settings", "SettingsError"]
 
@@ -27,6 +29,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     gateway facade at ``app.extensions["gateway"]``, the REST API, health/metrics, the HTML views,
     and the error handlers. Raises SettingsError naming the variable when a value is invalid.
     """
+    from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from web.gateway import Gateway

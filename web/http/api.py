@@ -1,6 +1,8 @@
 """The REST API (flask-restx): models, labels and predictions under /api/v1, Swagger UI at /docs.
 
-Resources only translate HTTP <-> the gateway facade; every error goes through
+Resources only translate HTTP <-> the gateway facade. What they take is declared once in
+`web.options` (the query parameters of /swagger.json, with their bounds, come from there) and
+what they answer once in `web.http.schemas`; every error goes through
 `web.http.errors.error_response`, so the API answers `{"error": {"code", "message"}}` for everything,
 including Werkzeug's 404/405/413. Who may call it is decided for the whole app in `web.http.auth`.
 """
@@ -8,16 +10,19 @@ including Werkzeug's 404/405/413. Who may call it is decided for the whole app i
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from flask_restx import Api, Namespace, Resource, fields, reqparse
-from werkzeug.datastructures import CombinedMultiDict, FileStorage
+from flask_restx import Api, Namespace, Resource
+from werkzeug.datastructures import CombinedMultiDict
 from werkzeug.http import parse_options_header
 
+from web import options as declared
 from web.errors import BadRequest, InsufficientStorage
 from web.gateway import Gateway
+from web.http import schemas
 from web.http.errors import error_response
 from web.metrics import StageClock
 from web.options import PredictOptions
@@ -27,168 +32,76 @@ from web.reading.label_maps import LabelMap, parse_label_map
 from web.storage import StorageError
 
 API_PREFIX = "/api/v1"
-TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
-FALSE_VALUES = frozenset({"", "0", "false", "no", "off"})
 
 ns = Namespace("models", description="Models served by the model server, their labels, and predictions")
+schemas.register(ns)
+
+# -- what the endpoints take (documentation; the values are read by the resources below) ----------
+IMAGE_TYPES = "JPEG, PNG, GIF, BMP, WEBP or TIFF"
+IMAGE_PARAM = {"in": "formData", "type": "file", "required": True, "description": IMAGE_TYPES}
+IMAGES_PARAM = {
+    "in": "formData",
+    "type": "array",
+    "items": {"type": "file"},
+    "collectionFormat": "multi",
+    "required": True,
+    "description": f"{IMAGE_TYPES} (repeat the field per image)",
+}
+LABEL_MAP_PARAM = {
+    "in": "formData",
+    "type": "file",
+    "description": "optional label_map.pbtxt (StringIntLabelMap) or labels.txt; overrides the stored one",
+}
 
 
-def _upload_parser(batch: bool = False) -> reqparse.RequestParser:
-    """Documentation of the multipart inputs (values are read and validated by the resources)."""
-    parser = reqparse.RequestParser()
-    parser.add_argument(
-        "image",
-        type=FileStorage,
-        location="files",
-        required=True,
-        action="append" if batch else "store",
-        help="JPEG, PNG, GIF, BMP, WEBP or TIFF" + (" (repeat the field per image)" if batch else ""),
-    )
-    parser.add_argument(
-        "label_map",
-        type=FileStorage,
-        location="files",
-        help="optional label_map.pbtxt (StringIntLabelMap) or labels.txt; overrides the stored one",
-    )
-    parser.add_argument("min_score", type=float, location="args", default=0.5, help="score threshold, 0..1")
-    parser.add_argument("max_detections", type=int, location="args", default=100, help="1..1000")
-    parser.add_argument(
-        "iou_threshold",
-        type=float,
-        location="args",
-        help="overlap above which NMS drops a box, for models whose NMS the gateway runs (YOLO raw); "
-        "default: the model's gateway.toml, else 0.7",
-    )
-    parser.add_argument("version", type=int, location="args", help="model version (default: latest)")
-    parser.add_argument("version_label", type=str, location="args", help="model version label, e.g. stable")
-    parser.add_argument(
-        "store",
-        type=bool,
-        location="args",
-        default=False,
-        help="keep the result for the HTML result pages; adds result_url to the answer",
-    )
-    return parser
+def _params(image: dict[str, Any], *extra: declared.Option) -> dict[str, dict[str, Any]]:
+    """The Swagger parameters of a predict endpoint: the upload fields, then every declared option."""
+    params = {"image": image, "label_map": LABEL_MAP_PARAM}
+    for option in (*declared.PREDICT_OPTIONS, declared.STORE, *extra):
+        params[option.name] = option.openapi()
+    return params
 
 
-predict_parser = _upload_parser()
-predict_parser.add_argument(
-    "picture",
-    type=str,
-    location="args",
-    choices=("jpeg", "png"),
-    help="also answer the picture with the prediction drawn, base64-encoded in `picture` "
-    "(one request for both, as the command-line client's --out uses it)",
-)
-batch_parser = _upload_parser(batch=True)
-image_parser = _upload_parser()
-image_parser.add_argument(
-    "format",
-    type=str,
-    location="args",
-    choices=("jpeg", "png"),
-    default="jpeg",
-    help="picture format of the answer",
-)
+# -- what they answer on errors ------------------------------------------------------------------
+ERROR_STATUSES = {
+    400: "bad image, label map or option",
+    401: "no or wrong API key (only when API_KEYS is set)",
+    404: "unknown model or version",
+    413: "upload or image too large",
+    415: "not an image the gateway reads",
+    422: "the gateway cannot read this model (the message says which setting decides)",
+    500: "internal error (logged)",
+    502: "the model server answered with an error",
+    503: "model server unavailable, or the gateway busy (Retry-After)",
+    504: "model server deadline exceeded",
+    507: "the prediction worked but the result could not be stored",
+}
+CATALOG_ERRORS = (401, 500, 502, 503, 504)
+MODEL_ERRORS = (400, 404, *CATALOG_ERRORS)
+PREDICT_ERRORS = (*MODEL_ERRORS, 413, 415, 422, 507)
 
-error_model = ns.model(
-    "Error",
-    {
-        "error": fields.Nested(
-            ns.model(
-                "ErrorBody",
-                {
-                    "code": fields.Integer(description="HTTP status"),
-                    "message": fields.String(description="what was wrong and how to fix it"),
-                },
-            )
-        )
-    },
-)
-version_model = ns.model(
-    "VersionState", {"version": fields.Integer, "state": fields.String(example="AVAILABLE")}
-)
-model_summary = ns.model(
-    "ModelSummary",
-    {
-        "name": fields.String(example="shapes"),
-        "versions": fields.List(fields.Nested(version_model)),
-        "kind": fields.String(enum=["detection", "segmentation", "classification", "unknown"]),
-        "label_source": fields.String(description="stored label map file, null when there is none"),
-    },
-)
-models_model = ns.model("Models", {"models": fields.List(fields.Nested(model_summary))})
-box_model = ns.model("Box", {k: fields.Float for k in ("xmin", "ymin", "xmax", "ymax")})
-rle_model = ns.model(
-    "RLE",
-    {
-        "size": fields.List(fields.Integer, description="[height, width]"),
-        "counts": fields.String(description="COCO RLE (pycocotools)"),
-    },
-)
-detection_model = ns.model(
-    "Detection",
-    {
-        "label": fields.String,
-        "class_id": fields.Integer,
-        "score": fields.Float,
-        "box": fields.Nested(box_model, description="pixels of the uploaded image"),
-        "mask": fields.Nested(rle_model, description="segmentation models only", skip_none=True),
-    },
-)
-class_model = ns.model("Class", {"label": fields.String, "class_id": fields.Integer, "score": fields.Float})
-prediction_model = ns.model(
-    "Prediction",
-    {
-        "model": fields.Nested(ns.model("ModelRef", {"name": fields.String, "version": fields.Integer})),
-        "image": fields.Nested(ns.model("ImageSize", {"width": fields.Integer, "height": fields.Integer})),
-        "detections": fields.List(
-            fields.Nested(detection_model), description="detection/segmentation models"
-        ),
-        "classes": fields.List(fields.Nested(class_model), description="classification models, best first"),
-        "timings_ms": fields.Raw(example={"decode": 1.2, "predict": 8.4, "postprocess": 0.9, "total": 11.0}),
-        "result_url": fields.String(description="with store=true: the HTML result page"),
-        "picture": fields.Nested(
-            ns.model(
-                "Picture",
-                {
-                    "format": fields.String(enum=["jpeg", "png"]),
-                    "base64": fields.String(description="the drawn picture, base64 (RFC 4648)"),
-                },
-            ),
-            description="with picture=jpeg or png: the upload with the prediction drawn",
-            skip_none=True,
-        ),
-    },
-)
+
+def _errors(statuses: Iterable[int]) -> Callable[[Any], Any]:
+    """Document `statuses` as answering the Error model."""
+
+    def decorate(method: Any) -> Any:
+        for status in sorted(statuses, reverse=True):
+            method = ns.response(status, ERROR_STATUSES[status], schemas.error)(method)
+        return method
+
+    return decorate
 
 
 def _gateway() -> Gateway:
     return current_app.extensions["gateway"]
 
 
+def _value(name: str) -> str | None:
+    return request.args.get(name) or request.form.get(name)
+
+
 def _options() -> PredictOptions:
     return PredictOptions.from_mapping(CombinedMultiDict([request.args, request.form]))
-
-
-def _flag(name: str) -> bool:
-    """A boolean option (query or form); anything but true/false/1/0/yes/no/on/off is a 400."""
-    value = (request.args.get(name) or request.form.get(name) or "").strip().lower()
-    if value in TRUE_VALUES:
-        return True
-    if value in FALSE_VALUES:
-        return False
-    raise BadRequest(f"{name} must be true or false, not {value[:40]!r}")
-
-
-def _picture_format(name: str = "picture", default: str | None = None) -> str | None:
-    """`jpeg`/`png` from the query or form (`jpg` accepted), `default` when absent; else a 400."""
-    value = (request.args.get(name) or request.form.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value not in ("jpeg", "jpg", "png"):
-        raise BadRequest(f"{name} must be jpeg or png, not {value[:40]!r}")
-    return "png" if value == "png" else "jpeg"
 
 
 def _uploads(many: bool) -> list[tuple[str | None, bytes]]:
@@ -234,7 +147,7 @@ def _read_upload(model: str, many: bool) -> _Upload:
     (400), then the images."""
     _gateway().check_model(model)
     options = _options()
-    store = _flag("store")
+    store = declared.parse_flag(declared.STORE, _value("store"))
     return _Upload(options, store, _label_map(), _uploads(many))
 
 
@@ -270,8 +183,8 @@ def _store(
 
 @ns.route("")
 class ModelList(Resource):
-    @ns.response(200, "every configured model", models_model)
-    @ns.response(503, "model server unavailable", error_model)
+    @ns.response(200, "every configured model", schemas.models)
+    @_errors(CATALOG_ERRORS)
     def get(self) -> dict:
         """Every model in models.config with its versions, their states, and its kind."""
         return {"models": [m.to_dict() for m in _gateway().list_models()]}
@@ -280,8 +193,9 @@ class ModelList(Resource):
 @ns.route("/<string:model>")
 @ns.param("model", "model name as in models.config")
 class ModelDetail(Resource):
-    @ns.doc(params={"version": {"description": "model version (default: latest)", "type": "integer"}})
-    @ns.response(404, "unknown model or version", error_model)
+    @ns.doc(params={"version": declared.VERSION.openapi()})
+    @ns.response(200, "the model and how the gateway reads it", schemas.model_detail)
+    @_errors(MODEL_ERRORS)
     def get(self, model: str) -> dict:
         """Signature inputs and outputs, versions, kind, and where the labels come from."""
         options = PredictOptions.from_mapping({"version": request.args.get("version", "")})
@@ -291,10 +205,8 @@ class ModelDetail(Resource):
 @ns.route("/<string:model>/labels")
 @ns.param("model", "model name as in models.config")
 class ModelLabels(Resource):
-    @ns.response(
-        200, "class id -> name", ns.model("Labels", {"*": fields.Wildcard(fields.String(example="circle"))})
-    )
-    @ns.response(404, "unknown model", error_model)
+    @ns.response(200, "class id -> name", schemas.labels)
+    @_errors((404, *CATALOG_ERRORS))
     def get(self, model: str) -> dict:
         """The stored label map as `{"<id>": "<name>"}` (empty when the model has none)."""
         return _gateway().labels(model).to_dict()
@@ -303,21 +215,16 @@ class ModelLabels(Resource):
 @ns.route("/<string:model>/predict")
 @ns.param("model", "model name as in models.config")
 class Predict(Resource):
-    @ns.expect(predict_parser)
-    @ns.response(200, "the prediction", prediction_model)
-    @ns.response(400, "bad image, label map or option", error_model)
-    @ns.response(404, "unknown model or version", error_model)
-    @ns.response(413, "upload or image too large", error_model)
-    @ns.response(415, "not an image", error_model)
-    @ns.response(503, "model server unavailable", error_model)
-    @ns.response(504, "model server deadline exceeded", error_model)
+    @ns.doc(params=_params(IMAGE_PARAM, declared.PICTURE))
+    @ns.response(200, "the prediction", schemas.prediction)
+    @_errors(PREDICT_ERRORS)
     def post(self, model: str) -> Response:
         """Detect (or classify) one uploaded image; boxes are in pixels of the upload, masks COCO RLE.
 
         A raw `image/*` body works as well as the multipart field (a little cheaper to parse)."""
         clock = StageClock(model)
         upload = _read_upload(model, many=False)
-        picture = _picture_format()
+        picture = declared.parse_choice(declared.PICTURE, _value("picture"))
         req, store = upload.open(model, clock), upload.store
         gateway = _gateway()
         if picture:
@@ -343,15 +250,14 @@ class Predict(Resource):
 @ns.route("/<string:model>/predict_image")
 @ns.param("model", "model name as in models.config")
 class PredictImage(Resource):
-    @ns.expect(image_parser)
+    @ns.doc(params=_params(IMAGE_PARAM, declared.FORMAT))
     @ns.produces(["image/jpeg", "image/png"])
     @ns.response(200, "the uploaded picture with boxes, masks and captions drawn (original size)")
-    @ns.response(400, "bad image, label map or option", error_model)
-    @ns.response(404, "unknown model or version", error_model)
+    @_errors(PREDICT_ERRORS)
     def post(self, model: str) -> Response:
         """Like predict, but answers with the picture (JPEG, or PNG with format=png)."""
         clock = StageClock(model)
-        fmt = _picture_format("format", default="jpeg")
+        fmt = declared.parse_choice(declared.FORMAT, _value("format"))
         upload = _read_upload(model, many=False)
         req, store = upload.open(model, clock), upload.store
         gateway = _gateway()
@@ -369,9 +275,9 @@ class PredictImage(Resource):
 @ns.route("/<string:model>/predict_batch")
 @ns.param("model", "model name as in models.config")
 class PredictBatch(Resource):
-    @ns.expect(batch_parser)
-    @ns.response(200, "one prediction per image, in the order sent", [prediction_model])
-    @ns.response(400, "a bad image (the message names its position and file name)", error_model)
+    @ns.doc(params=_params(IMAGES_PARAM))
+    @ns.response(200, "one prediction per image, in the order sent", [schemas.prediction])
+    @_errors(PREDICT_ERRORS)
     def post(self, model: str) -> Response:
         """Several `image` parts in one request; answers a list of predictions in the same order."""
         clock = StageClock(model)

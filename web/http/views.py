@@ -23,13 +23,14 @@ from flask import (
     send_file,
     url_for,
 )
+from markupsafe import Markup, escape
 from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
 from web.http.errors import describe, error_response
-from web.options import PredictOptions
+from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
 from web.pipeline.images import EXTENSIONS, SUPPORTED
 from web.pipeline.render import class_color
 from web.pipeline.request import display_name
@@ -45,15 +46,8 @@ bp = Blueprint(
     static_url_path="/assets",
 )
 
-OPTION_FIELDS = ("min_score", "max_detections", "version", "version_label", "iou_threshold")
-FORM_DEFAULTS = {
-    "model": "",
-    "min_score": "0.5",
-    "max_detections": "100",
-    "version": "",
-    "version_label": "",
-    "iou_threshold": "",
-}
+OPTION_FIELDS = tuple(option.name for option in PREDICT_OPTIONS)
+FORM_DEFAULTS = {"model": "", **{option.name: option.form_default() for option in PREDICT_OPTIONS}}
 RECENT_DEFAULT = 48
 RECENT_MAX = 200
 RENDER_FORMAT = "jpeg"
@@ -135,9 +129,16 @@ def _render_form(values: dict[str, str] | None = None, error: str | None = None,
             image_accept=IMAGE_ACCEPT,
             label_map_accept=LABEL_MAP_ACCEPT,
             max_upload_mb=_megabytes(getattr(settings, "max_content_length", None)),
+            limits=_limits,
         ),
         status,
     )
+
+
+def _limits(name: str) -> Markup:
+    """The `min`/`max`/`step` attributes of an option's input, from its one declaration (web.options)."""
+    attributes = BY_NAME[name].html_limits()
+    return Markup(" ".join(f'{key}="{escape(value)}"' for key, value in attributes.items()))
 
 
 def _megabytes(limit: int | None) -> float | None:
