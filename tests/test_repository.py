@@ -95,3 +95,39 @@ def test_tf_server_stands_alone() -> None:
         for path in python_files("tf_server")
     }
     assert {path: found for path, found in offenders.items() if found} == {}
+
+
+# The gateway's layers, lowest first: a module imports only from its own layer or below.
+LAYERS = (
+    ("web.settings", "web.errors", "web.options", "web.domain", "web.metrics", "web.storage"),
+    ("web.serving",),
+    ("web.reading",),
+    ("web.pipeline",),
+    ("web.gateway",),
+    ("web.http",),
+    ("web", "web.client"),
+)
+
+
+def layer_of(module: str) -> int:
+    ranks = [
+        (len(prefix), rank)
+        for rank, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    return max(ranks)[1]
+
+
+def test_the_gateway_layers_import_downwards_only() -> None:
+    modules = {module_name(p): p for p in python_files("web")}
+    upward = sorted(
+        f"{name} imports {target}"
+        for name, path in modules.items()
+        for target in imports_of(path, "web")
+        if target in modules and target != "web" and layer_of(target) > layer_of(name)  # `from web import x`
+    )
+    assert upward == []
+    # the command-line client runs on the standard library and the stdlib-only declarations
+    used = {m for m in imports_of(REPO_ROOT / "web" / "client.py", "web") if m in modules}
+    assert used == {"web.options"}
