@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from jinja2 import TemplateNotFound
 from markupsafe import escape
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from web.errors import GatewayError, ServiceBusy
 
@@ -23,10 +23,15 @@ _WERKZEUG_MESSAGES = {
     405: "this URL does not accept the {method} method",
 }
 
+
+class BodyTooLarge(RequestEntityTooLarge):
+    """A body sent without Content-Length (chunked) that went past MAX_CONTENT_LENGTH."""
+
+
 GENERIC_500 = "internal error in the gateway; it has been logged — please try again or report it"
 
 
-def _too_large_message() -> str:
+def _too_large_message(exc: HTTPException) -> str:
     """Which limit a 413 from Werkzeug hit: the body size, or the form's part count / text field size."""
     config = current_app.config
     limit = config.get("MAX_CONTENT_LENGTH")
@@ -38,7 +43,7 @@ def _too_large_message() -> str:
         f"{config.get('MAX_FORM_MEMORY_SIZE', 0) // 1024} KiB: send the image as a file part and only the "
         "documented fields"
     )
-    if limit and length is not None and length > limit:
+    if isinstance(exc, BodyTooLarge) or (limit and length is not None and length > limit):
         return body
     if length is not None:
         return form
@@ -52,7 +57,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, HTTPException):
         code = exc.code or 500
         if code == 413:
-            return 413, _too_large_message()
+            return 413, _too_large_message(exc)
         if code in _WERKZEUG_MESSAGES:
             return code, _WERKZEUG_MESSAGES[code].format(method=request.method)
         if code >= 500:
