@@ -19,7 +19,7 @@ from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tf_server.monitoring import MonitoringConfig
-from web.protos.tensorflow_serving.config import model_server_config_pb2
+from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
 STACKS = [GPU_FILE, CPU_FILE]

@@ -31,7 +31,7 @@ from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tests.support import kustomize
 from tf_server.monitoring import MonitoringConfig
-from web.protos.tensorflow_serving.config import model_server_config_pb2
+from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
 K8S = REPO_ROOT / "deploy" / "k8s"

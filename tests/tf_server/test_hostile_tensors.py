@@ -27,7 +27,7 @@ import requests
 
 from tests.support.model_server import REPO_ROOT, free_port, model_server_process
 from tests.tf_server.grpc_client import serving_client, string_tensor_proto, tensor_proto
-from web.protos.tensorflow.core.framework import tensor_pb2, types_pb2
+from web.serving.protos.tensorflow.core.framework import tensor_pb2, types_pb2
 
 MODELS = REPO_ROOT / "tf_server" / "models"
 HTTP_TIMEOUT_S = 60
@@ -263,7 +263,7 @@ class HostileServer:
                 time.sleep(0.1)
 
     def predict(self, model: str, inputs: dict[str, tensor_pb2.TensorProto]) -> grpc.StatusCode:
-        from web.protos.tensorflow_serving.apis import predict_pb2
+        from web.serving.protos.tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model

@@ -26,8 +26,8 @@ from tests.tf_server.grpc_client import (
     tensor_proto,
     to_ndarray,
 )
-from web.protos.tensorflow.core.framework import types_pb2
-from web.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from web.serving.protos.tensorflow.core.framework import types_pb2
+from web.serving.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 DETECTION_OUTPUTS = {
     "detection_boxes",

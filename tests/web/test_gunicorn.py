@@ -11,11 +11,11 @@ from tests.web.helpers import solid
 
 
 def test_gunicorn_workers_serve_predictions(
-    convention_server: str, convention_models: Path, tmp_path: Path
+    signature_server: str, signature_models: Path, tmp_path: Path
 ) -> None:
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
     }
     with running_gateway(tmp_path, workers=2, threads=1, **settings) as base:
         image = solid(320, 240, (100, 100, 100))
@@ -91,14 +91,14 @@ def _multipart(image: bytes, boundary: str = "chunkedboundary42") -> tuple[bytes
 
 
 def test_chunked_uploads_are_capped_like_uploads_with_a_content_length(
-    convention_server: str, convention_models: Path, tmp_path: Path
+    signature_server: str, signature_models: Path, tmp_path: Path
 ) -> None:
     """A body sent with Transfer-Encoding: chunked (no Content-Length) over MAX_CONTENT_LENGTH gets the
     same 413 naming the limit as one with a Content-Length, not a 400 for a form cut short; under the
     limit, chunked uploads (multipart or a raw body) are answered as usual."""
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
     }
     photo = solid(320, 240, (100, 100, 100))
     oversized = photo + b"\0" * (17 * 1024 * 1024)  # a JPEG with 17 MiB of trailing bytes

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from demo.synthetic import encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT, free_port
-from tf_server.demo.synthetic import encode_jpeg, generate_image
-from web.label_maps import load_label_map
+from web.reading.label_maps import load_label_map
 
 OFFLINE_MODELS_CONFIG = """
 model_config_list {
