@@ -25,7 +25,7 @@ import numpy as np
 from bench.clients import DirectClient
 from bench.images import make_images
 from tools.local_model_server import REPO_ROOT, model_server_process
-from web.protos.tensorflow_serving.apis import predict_pb2
+from web.serving.protos.tensorflow_serving.apis import predict_pb2
 
 SETTINGS = {"0": "Eigen (default)", "1": "oneDNN"}
 MODELS = ("shapes", "shapes_jpeg", "digits")
