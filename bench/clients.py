@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import uuid
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from web.serving.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from web.serving.protos.tensorflow.core.framework import tensor_pb2, types_pb2
 from web.serving.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from web.serving.tensors import ndarray_to_proto, proto_to_ndarray, strings_to_proto
 
 # Far above a 4000x3000x3 uint8 tensor (36 MB): the direct floor sends full-size pixels.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -33,29 +33,10 @@ CHANNEL_OPTIONS = [
 SIGNATURE = "serving_default"
 DEADLINE_S = 120.0
 
-_NUMPY_DTYPES: dict[int, tuple[type, str]] = {
-    types_pb2.DT_FLOAT: (np.float32, "float_val"),
-    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
-    types_pb2.DT_INT32: (np.int32, "int_val"),
-    types_pb2.DT_UINT8: (np.uint8, "int_val"),
-    types_pb2.DT_INT64: (np.int64, "int64_val"),
-    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
-}
-
-
 def tensor_to_ndarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """Numpy view of a TensorProto (`tensor_content` or the typed `*_val` field), like tf.make_ndarray."""
-    shape = [dim.size for dim in tensor.tensor_shape.dim]
-    if tensor.dtype == types_pb2.DT_STRING:
-        return np.array(list(tensor.string_val), dtype=object).reshape(shape)
-    dtype, field = _NUMPY_DTYPES[tensor.dtype]
-    if tensor.tensor_content:
-        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape)
-    values = np.asarray(getattr(tensor, field), dtype=dtype)
-    count = math.prod(shape)
-    if values.size == 1 and count != 1:  # TF's compact form for a tensor filled with one value
-        return np.full(shape, values[0], dtype=dtype)
-    return values.reshape(shape)
+    """Numpy view of a TensorProto (`tensor_content` or the typed `*_val` field), like tf.make_ndarray:
+    the gateway's own conversion (`web.serving.tensors`), which any client of TF Serving needs."""
+    return proto_to_ndarray(tensor)
 
 
 @dataclass(frozen=True)
@@ -96,23 +77,20 @@ class DirectClient:
 
     def build_request(self, model: str, spec: InputSpec, jpeg: bytes,
                       pixels: np.ndarray) -> predict_pb2.PredictRequest:
-        """The prebuilt request: encoded bytes for a string input, raw uint8 pixels otherwise."""
+        """The prebuilt request: encoded bytes for a string input, else the pixels (uint8, or float 0-1)."""
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = SIGNATURE
         tensor = request.inputs[spec.name]
         if spec.dtype == types_pb2.DT_STRING:
-            tensor.dtype = types_pb2.DT_STRING
-            tensor.tensor_shape.dim.append(tensor_shape_pb2.TensorShapeProto.Dim(size=1))
-            tensor.string_val.append(jpeg)
+            strings_to_proto([jpeg], out=tensor)
         elif spec.dtype == types_pb2.DT_UINT8:
-            tensor.dtype = types_pb2.DT_UINT8
-            for size in (1, *pixels.shape):
-                tensor.tensor_shape.dim.append(tensor_shape_pb2.TensorShapeProto.Dim(size=int(size)))
-            tensor.tensor_content = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+            ndarray_to_proto(np.asarray(pixels, dtype=np.uint8)[None], out=tensor)
+        elif spec.dtype == types_pb2.DT_FLOAT:  # a classifier's float input: pixels scaled to 0-1
+            ndarray_to_proto((np.asarray(pixels, dtype=np.float32) / 255.0)[None], out=tensor)
         else:
             raise ValueError(f"{model}: input {spec.name} has dtype {types_pb2.DataType.Name(spec.dtype)}; "
-                             "the benchmark knows uint8 pixels and encoded strings")
+                             "the benchmark knows uint8 and float pixels and encoded strings")
         return request
 
     def predict(self, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from bench.clients import DirectClient
 from bench.images import make_images
 from tools.local_model_server import REPO_ROOT, model_server_process
-from web.serving.protos.tensorflow_serving.apis import predict_pb2
 
 SETTINGS = {"0": "Eigen (default)", "1": "oneDNN"}
 MODELS = ("shapes", "shapes_jpeg", "digits")
@@ -37,20 +37,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _digits_request(pixels: np.ndarray) -> predict_pb2.PredictRequest:
-    from PIL import Image
-
-    small = np.asarray(Image.fromarray(pixels).resize((32, 32)), np.float32) / 255.0
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "digits"
-    tensor = request.inputs["keras_tensor"]
-    tensor.dtype = 1  # DT_FLOAT
-    for size in (1, 32, 32, 3):
-        tensor.tensor_shape.dim.add(size=size)
-    tensor.tensor_content = small.tobytes()
-    return request
-
-
 def measure(onednn: str, requests: int, warmup: int, work: Path) -> dict[str, dict[str, float]]:
     [image] = make_images(work, sizes=((640, 480),))
     flags = (f"--model_config_file={REPO_ROOT / 'tf_server' / 'models.config'}", "--enable_model_warmup=true")
@@ -59,10 +45,10 @@ def measure(onednn: str, requests: int, warmup: int, work: Path) -> dict[str, di
         client = DirectClient(server.address)
         try:
             for model in MODELS:
-                if model == "digits":
-                    request = _digits_request(image.pixels)
-                else:
-                    request = client.build_request(model, client.input_spec(model), image.jpeg, image.pixels)
+                pixels = image.pixels
+                if model == "digits":  # its fixed 32x32 input
+                    pixels = np.asarray(Image.fromarray(pixels).resize((32, 32)))
+                request = client.build_request(model, client.input_spec(model), image.jpeg, pixels)
                 for _ in range(warmup):
                     client.predict(request)
                 cpu_before = _cpu_seconds(server.process.pid)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from web.serving.protos.tensorflow.core.framework import tensor_pb2, types_pb2
+from web.serving.protos.tensorflow.core.framework import tensor_pb2
 from web.serving.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -23,65 +23,29 @@ from web.serving.protos.tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from web.serving.tensors import ndarray_to_proto, proto_to_ndarray, strings_to_proto, value_field
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 DEADLINE_S = 60.0
 
-NUMPY_DTYPES = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_INT64: np.int64,
-    types_pb2.DT_BOOL: np.bool_,
-    types_pb2.DT_STRING: object,
-}
-VALUE_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val",
-}
-DATA_TYPES = {
-    np.dtype(np.float32): types_pb2.DT_FLOAT,
-    np.dtype(np.uint8): types_pb2.DT_UINT8,
-    np.dtype(np.int32): types_pb2.DT_INT32,
-    np.dtype(np.int64): types_pb2.DT_INT64,
-}
-
 
 def tensor_proto(array: np.ndarray, typed_fields: bool = False) -> tensor_pb2.TensorProto:
-    """A TensorProto for a numeric array, in ``tensor_content`` or (``typed_fields``) the *_val fields."""
-    proto = tensor_pb2.TensorProto(dtype=DATA_TYPES[array.dtype])
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
+    """A TensorProto for a numeric array, in ``tensor_content`` or (``typed_fields``) the *_val fields,
+    with the gateway's own conversion table (``web.serving.tensors``)."""
+    proto = ndarray_to_proto(array)
     if typed_fields:
-        getattr(proto, VALUE_FIELDS[proto.dtype]).extend(array.ravel().tolist())
-    else:
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+        proto.ClearField("tensor_content")
+        getattr(proto, value_field(proto.dtype)).extend(array.ravel().tolist())
     return proto
 
 
 def string_tensor_proto(values: list[bytes]) -> tensor_pb2.TensorProto:
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
-    proto.tensor_shape.dim.add(size=len(values))
-    proto.string_val.extend(values)
-    return proto
+    return strings_to_proto(values)
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    shape = [dim.size for dim in proto.tensor_shape.dim]
-    dtype = NUMPY_DTYPES[proto.dtype]
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
-    values = np.array(list(getattr(proto, VALUE_FIELDS[proto.dtype])), dtype=dtype)
-    count = int(np.prod(shape)) if shape else 1
-    if values.size == 1 and count != 1:
-        values = np.full(count, values[0], dtype=dtype)  # TF's "one value fills the tensor" rule
-    return values.reshape(shape)
+    """Whichever form the server used (``tensor_content`` or typed fields, one value filling all)."""
+    return proto_to_ndarray(proto)
 
 
 @dataclass

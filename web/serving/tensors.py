@@ -47,6 +47,16 @@ _VAL_FIELD: dict[int, str] = {
 }
 
 
+def value_field(dtype: int) -> str:
+    """The typed ``*_val`` field that carries a dtype's values when ``tensor_content`` is empty."""
+    if dtype == types_pb2.DT_STRING:
+        return "string_val"
+    try:
+        return _VAL_FIELD[dtype]
+    except KeyError:
+        raise TensorConversionError(f"unsupported tensor dtype {types_pb2.DataType.Name(dtype)}") from None
+
+
 class TensorConversionError(ValueError):
     """A tensor cannot be converted (unsupported dtype, or values that do not fill the shape)."""
 
