@@ -59,7 +59,7 @@ def test_every_key_parses() -> None:
 @pytest.mark.parametrize(
     "text,message",
     [
-        ('famliy = "yolo"', "unknown key 'famliy'; the keys are family, resize"),
+        ('famliy = "yolo"', "unknown key 'famliy'; the keys are family, preprocessing, resize"),
         (
             'family = "detectron"',
             "'family' must be one of tf_od_api, model_garden, keras_hub, yolo, yolo_nms",
@@ -90,7 +90,7 @@ def test_pixel_settings_that_cannot_apply_are_refused() -> None:
     assert "sets mean, but input 'input_tensor' is uint8" in uint8.problem
     encoded = reading(OD_API, {"input_tensor": ("string", (-1,))}, resize="letterbox")
     assert "sets resize, but input 'input_tensor' takes encoded images" in encoded.problem
-    grey = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1, 0.2, 0.3))
+    grey = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1, 0.2, 0.3), pixel_range="0-1")
     assert "'mean' has 3 values; input 'x' has 1 channel" in grey.problem
     ok = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1,), pixel_range="0-1")
     assert ok.problem is None and ok.preprocessing.mean == (0.1,) and ok.image_input.channels == 1
