@@ -105,14 +105,14 @@ def post(client, model: str, query: str = ""):
 
 def test_settings_override_the_family_defaults_and_are_reread(settings_app) -> None:
     client, write = settings_app
-    assert post(client, "keras_hub").status_code == 200
-    # Raw 0-255 pixels into a model that wants ImageNet-normalized 0-1: its scores leave [0, 1] and
-    # the gateway says so instead of answering.
-    write("keras_hub", 'pixel_range = "0-255"\nmean = [0.0]\nstd = [1.0]\n')
-    wrong = post(client, "keras_hub")
+    assert post(client, "yolo").status_code == 200
+    # Raw 0-255 pixels into a model that wants 0-1: its scores leave [0, 1] and the gateway says so
+    # instead of answering.
+    write("yolo", 'pixel_range = "0-255"\n')
+    wrong = post(client, "yolo")
     assert wrong.status_code == 422 and "not probabilities" in wrong.get_json()["error"]["message"]
-    write("keras_hub", "pad_value = 0\n")
-    assert post(client, "keras_hub").status_code == 200
+    write("yolo", "pad_value = 114\n")
+    assert post(client, "yolo").status_code == 200
 
 
 def test_class_agnostic_nms(settings_app) -> None:
