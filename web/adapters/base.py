@@ -228,11 +228,11 @@ class ModelAdapter(ABC):
             if where is None and choices is not None:
                 in_model, gateway, note = choices
                 raise PreprocessingUnsettled(
-                    f"cannot tell from this {self.title} signature whether the export converts pixels "
-                    "itself (its image converter inside the serving function) or wants them converted, and "
-                    "read the other way it gives other answers. If the serving function runs the converter, "
-                    f"set:\n\n{in_model}\n\nIf it takes converted pixels (the converter runs outside it), "
-                    f"set:\n\n{gateway}\n\n{note}"
+                    f"a {self.family} signature cannot tell whether the export converts pixels itself "
+                    "(e.g. its serving function runs the image converter) or takes converted pixels, and "
+                    "read the other way it answers something else. If the model converts them itself, "
+                    f"set:\n\n{in_model}\n\nIf it takes converted pixels (the converter runs outside it, as "
+                    f"after model.export()), set:\n\n{gateway}\n\n{note}"
                 )
             if where == "gateway" and choices is not None and not self.has_default_conversion:
                 raise PreprocessingUnsettled(

@@ -200,7 +200,9 @@ def test_unsettled_exports_are_refused_with_both_settings(
     response = post_to_app(client, model, picture(keras_hub_models, "wide"))
     assert response.status_code == 422
     message = response.get_json()["error"]["message"]
-    assert f"{model}/gateway.toml: cannot tell" in message and 'preprocessing = "in_model"' in message
+    family = "keras_hub" if model in DETECTORS else "classifier"
+    assert f"{model}/gateway.toml: a {family} signature cannot tell" in message
+    assert '\n\npreprocessing = "in_model"\n\n' in message
     assert ('preprocessing = "gateway"' if model in DETECTORS else 'pixel_range = "0-1"') in message
     detail = client.get(f"/api/v1/models/{model}").get_json()
     assert detail["kind"] == "unknown" and 'preprocessing = "in_model"' in detail["problem"]

@@ -43,12 +43,12 @@ def sources(model) -> dict[str, str]:
 def test_unsettled_conversion_is_refused_with_both_settings(outputs, inputs, family) -> None:
     model = reading(outputs, inputs)
     assert model.adapter is None and model.kind == "unknown" and model.candidates == (family,)
-    assert model.problem.startswith("models/m/gateway.toml: cannot tell")
+    assert model.problem.startswith(f"models/m/gateway.toml: a {family} signature cannot tell")
     assert '\n\npreprocessing = "in_model"\n\n' in model.problem
     gateway = 'preprocessing = "gateway"' if family == "keras_hub" else 'pixel_range = "0-1"\nmean = ['
     assert gateway in model.problem
     # Naming the family in gateway.toml does not settle it either.
-    assert "cannot tell" in reading(outputs, inputs, family=family).problem
+    assert "signature cannot tell" in reading(outputs, inputs, family=family).problem
 
 
 def test_keras_hub_in_model_sends_raw_pixels_and_gateway_converts_like_retinanet() -> None:
