@@ -242,7 +242,9 @@ class ModelAdapter(ABC):
             for key in PIXEL_KEYS:
                 values[key] = getattr(base, key)
                 sources[key] = FAMILY_DEFAULT
-            values["where"] = "gateway"
+            # A family default of raw 0-255 pixels (TF OD API float inputs): the model converts them.
+            raw = (base.pixel_range, base.mean, base.std) == ("0-255", None, None)
+            values["where"] = where or ("in_model" if raw else "gateway")
             sources["where"] = source("preprocessing")
         return Preprocessing(**values, sources=tuple(sources.items()))
 

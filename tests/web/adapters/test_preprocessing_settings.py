@@ -21,6 +21,11 @@ KERAS_HUB = {
 KERAS_HUB_INPUT = {"images": (F, (1, 512, 512, 3))}
 CLASSIFIER = {"output_0": (F, (-1, 10))}
 CLASSIFIER_INPUT = {"keras_tensor": (F, (-1, 224, 224, 3))}
+OD_API = {
+    "detection_boxes": (F, (1, 100, 4)),
+    "detection_scores": (F, (1, 100)),
+    "detection_classes": (F, (1, 100)),
+}
 YOLO = {"output_0": (F, (1, 84, 8400))}
 YOLO_INPUT = {"images": (F, (1, 640, 640, 3))}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,6 +85,11 @@ def test_pixel_range_alone_means_no_mean_and_std() -> None:
     yolo = reading(YOLO, YOLO_INPUT, pixel_range="-1-1", std=(0.5,))
     assert pixels(yolo) == ("gateway", "-1-1", None, (0.5,))
     assert reading(YOLO, YOLO_INPUT).preprocessing.to_dict()["sources"]["pixel_range"] == "family default"
+    assert pixels(reading(YOLO, YOLO_INPUT)) == ("gateway", "0-1", None, None)
+    # The TF OD API's float_image_tensor takes 0-255 and normalizes inside the model.
+    od_float = reading(OD_API, {"input_tensor": (F, (1, -1, -1, 3))})
+    assert pixels(od_float) == ("in_model", "0-255", None, None)
+    assert sources(od_float)["where"] == "family default"
 
 
 @pytest.mark.parametrize("keys", [{"mean": (0.5,)}, {"std": (0.5,)}, {"mean": (0.5,), "std": (0.2,)}])
