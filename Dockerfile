@@ -5,8 +5,8 @@
 # No TensorFlow runtime in here. The gateway needs only TF Serving's protobuf messages and gRPC
 # stubs (PredictRequest, GetModelMetadata, GetModelStatus). The `tensorflow-serving-api` wheel
 # would pull in the whole `tensorflow` wheel (~600 MB) just to import those, so the generated
-# *_pb2 modules are vendored into web/protos by tools/vendor_serving_protos.py (`make protos`),
-# with their imports rewritten to stay inside web.protos. They are byte-for-byte TF Serving's
+# *_pb2 modules are vendored into web/serving/protos by tools/vendor_serving_protos.py (`make protos`),
+# with their imports rewritten to stay inside web.serving.protos. They are byte-for-byte TF Serving's
 # descriptors, so `protobuf` + `grpcio` from requirements/web.txt are all the runtime needs.
 #
 # Single stage on purpose: every package in requirements/web.txt (pycocotools included) ships a

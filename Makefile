@@ -47,7 +47,7 @@ system-test-deps:
 lint: test-venv
 	$(PY) -m ruff check .
 
-# Re-copy TF Serving's generated messages into web/protos after changing SERVING_API.
+# Re-copy TF Serving's generated messages into web/serving/protos after changing SERVING_API.
 protos: venv
 	$(PY) tools/vendor_serving_protos.py
 
@@ -65,11 +65,11 @@ soak: venv
 
 # Regenerate the demo data sets, train, export and evaluate both demo detectors and the classifier.
 demo-model: venv
-	$(PY) -m tf_server.demo all
+	$(PY) -m demo all
 
 # Only the digit classifier (about 8 minutes on 2 cores).
 demo-classifier: venv
-	$(PY) -m tf_server.demo classifier
+	$(PY) -m demo classifier
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from web.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from web.protos.tensorflow_serving.apis import (
+from web.serving.protos.tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from web.serving.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,

@@ -5,14 +5,14 @@ serves ``POST /api/v1/models/<model>/predict``. Per request it reads the body (a
 ``image/jpeg`` body, or the first part of a multipart upload, found with two ``bytes.find``),
 builds a PredictRequest (the JPEG bytes as ``string_val`` [1] for a DT_STRING input; for uint8
 pixel inputs the picture decoded by simplejpeg into a [1, H, W, 3] ``tensor_content``), calls
-Predict through the gateway's own ``web.serving_client.ServingClient`` (same channel options,
+Predict through the gateway's own ``web.serving.client.ServingClient`` (same channel options,
 one per worker, created on the first request after fork) and answers a small JSON: the output
 names and shapes. The model's input name and dtype come from GetModelMetadata once per model.
 
 Nothing else: no options, no validation beyond what it needs, no post-processing, no metrics of
 its own. What it costs per request is what any Python WSGI app under this gunicorn and this gRPC
 channel pays; the gateway's cost above it is what its features and framework add. It never
-imports TensorFlow or uses Flask (importing `web.serving_client` imports the `web` package, whose
+imports TensorFlow or uses Flask (importing `web.serving.client` imports the `web` package, whose
 ``__init__`` imports Flask: loaded, never called; /healthz says which are loaded).
 """
 
@@ -29,9 +29,9 @@ import simplejpeg
 
 from bench.clients import SIGNATURE, single_input
 from web.errors import GatewayError
-from web.protos.tensorflow.core.framework import tensor_shape_pb2, types_pb2
-from web.protos.tensorflow_serving.apis import predict_pb2
-from web.serving_client import ServingClient
+from web.serving.client import ServingClient
+from web.serving.protos.tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from web.serving.protos.tensorflow_serving.apis import predict_pb2
 
 PREFIX = "/api/v1/models/"
 SUFFIX = "/predict"

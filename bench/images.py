@@ -38,7 +38,7 @@ class TestImage:
 
 def make_images(out_dir: Path, sizes: tuple[tuple[int, int], ...] = SIZES, seed: int = 5) -> list[TestImage]:
     """Draw one picture per size, save it as JPEG in `out_dir` and decode it back."""
-    from tf_server.demo.synthetic import generate_image  # numpy/Pillow only, no TensorFlow
+    from demo.synthetic import generate_image  # numpy/Pillow only, no TensorFlow
 
     images = []
     for index, (width, height) in enumerate(sizes):

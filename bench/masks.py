@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 
-from web.adapters import ModelReading, read_model
-from web.adapters.frames import Frame
 from web.domain import Prediction
-from web.label_maps import LabelMap
-from web.model_settings import ModelSettings
 from web.options import PredictOptions
-from web.protos.tensorflow.core.framework import types_pb2
-from web.signatures import ModelSignature, TensorSpec, find_image_input
+from web.reading.adapters import ModelReading, read_model
+from web.reading.adapters.frames import Frame
+from web.reading.label_maps import LabelMap
+from web.reading.model_settings import ModelSettings
+from web.reading.signatures import ModelSignature, TensorSpec, find_image_input
+from web.serving.protos.tensorflow.core.framework import types_pb2
 
 WIDTH, HEIGHT = 640, 480
 INSTANCES = 20

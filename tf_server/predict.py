@@ -4,7 +4,9 @@ The order of checks and the status codes follow TF Serving's ``predict_util.cc``
 signature is FAILED_PRECONDITION; a wrong number of inputs, an unknown input name, a wrong dtype,
 or a bad ``output_filter`` is INVALID_ARGUMENT, and every such message names the inputs the
 signature expects. Shapes are the graph's business, as in TF Serving: what its ops accept runs,
-what they refuse comes back with TensorFlow's own status and message. Warmup replays go through
+what they refuse comes back with TensorFlow's own status and message; the exceptions, requests
+that would reach a kernel instead of the graph's checks (impossible sizes, pictures at the wrong
+rank), are in ``input_checks``. Warmup replays go through
 the same function, as in TF Serving.
 """
 
@@ -15,8 +17,17 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from tf_server.errors import ServingError, failed_precondition, invalid_argument
+from tf_server.input_checks import check_request_tensor, kernel_error_code
 from tf_server.servable import DEFAULT_SIGNATURE, Servable, Signature
-from tf_server.tensors import check_dtype, describe_inputs, encode_as_proto_field, to_ndarray
+from tf_server.tensors import (
+    check_dtype,
+    datatype_of,
+    describe_inputs,
+    dtype_name,
+    encode_as_proto_field,
+    format_dims,
+    to_ndarray,
+)
 
 # TensorFlow's error codes use gRPC's numbers.
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -65,6 +76,7 @@ def _feeds(signature: Signature, request: predict_pb2.PredictRequest) -> dict[st
         else:
             used.append(alias)
         check_dtype(alias, position, proto, expected[alias], signature.name, expected)
+        check_request_tensor(alias, proto, expected[alias], signature.name, expected)
         feeds[alias] = to_ndarray(alias, proto)
     if sent and len(used) != len(sent):
         raise invalid_argument(
@@ -95,7 +107,7 @@ def run_signature(signature: Signature, feeds: dict[str, object], output_names: 
         return signature.run(feeds, output_names)
     except tf.errors.OpError as error:
         code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
-        raise ServingError(code, error.message) from None
+        raise ServingError(kernel_error_code(code, error.message), error.message) from None
 
 
 def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
@@ -104,7 +116,21 @@ def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> pred
     signature = _signature(servable, signature_name)
     feeds = _feeds(signature, request)
     output_names = _output_names(signature, request)
-    outputs = run_signature(signature, feeds, output_names)
+    try:
+        outputs = run_signature(signature, feeds, output_names)
+    except ServingError as error:
+        if error.code != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        # TensorFlow names the node that refused, not the input: say what was sent and expected.
+        sent = ", ".join(
+            f"{alias}: {dtype_name(datatype_of(value))} {format_dims(value.shape)}"  # type: ignore[attr-defined]
+            for alias, value in sorted(feeds.items())
+        )
+        raise ServingError(
+            error.code,
+            f"{error.message}\nInputs sent: {{{sent}}}. Signature '{signature_name}' expects inputs "
+            f"{describe_inputs(signature.inputs)}",
+        ) from None
     response = predict_pb2.PredictResponse()
     spec = response.model_spec
     spec.name = request.model_spec.name or servable.name

@@ -145,6 +145,9 @@ def bind_grpc(server: grpc.Server, options: ServerOptions) -> str:
 def serve(options: ServerOptions) -> int:
     """Run until SIGTERM/SIGINT; return the process exit code."""
     configure_logging()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "")
+    kernels = "oneDNN" if onednn.lower() in ("1", "true") else "Eigen, as TF Serving's own build"
+    log.info("TensorFlow kernels: %s (TF_ENABLE_ONEDNN_OPTS=%s)", kernels, onednn or "unset")
     for name in options.ignored:
         log.info("Flag --%s is accepted for compatibility with tensorflow_model_server and ignored", name)
     if options.enable_batching:

@@ -64,10 +64,13 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def launch_model_server(port: int, flags: tuple[str, ...], log: Path) -> subprocess.Popen:
+def launch_model_server(
+    port: int, flags: tuple[str, ...], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start ``python -m tf_server --port=<port> --host=127.0.0.1 *flags`` (TF_CPP_MIN_LOG_LEVEL=2),
-    its output into ``log``; returns at once (the port opens once the models are loaded)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    its output into ``log``; returns at once (the port opens once the models are loaded). ``env``
+    adds to (or overrides) this process's environment, e.g. ``TF_ENABLE_ONEDNN_OPTS``."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", **(env or {}))
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "tf_server", f"--port={port}", "--host=127.0.0.1", *flags],
@@ -81,15 +84,20 @@ def launch_model_server(port: int, flags: tuple[str, ...], log: Path) -> subproc
 
 @contextmanager
 def model_server_process(
-    *flags: str, startup_timeout: float = 180.0, log_dir: Path | None = None, port: int | None = None
+    *flags: str,
+    startup_timeout: float = 180.0,
+    log_dir: Path | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """Like `running_model_server`, but yields the process and its log too (kept in `log_dir` if
-    given, else in a temporary folder removed afterwards); `port` picks the port (default: a free one)."""
+    given, else in a temporary folder removed afterwards); `port` picks the port (default: a free one);
+    `env` is added to the server's environment."""
     port = port or free_port()
     address = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="tf_server_log_") as tmp:
         log = Path(log_dir or tmp) / "model_server.log"
-        proc = launch_model_server(port, flags, log)
+        proc = launch_model_server(port, flags, log, env)
         try:
             _wait_until_serving(proc, address, log, startup_timeout)
             yield ServerProcess(address, log, proc)

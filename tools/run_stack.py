@@ -3,8 +3,13 @@
 Starts the local TF-Serving-compatible model server (``python -m tf_server``, gRPC on :8500 and
 its REST API on :8501, as TF Serving's) and the gateway under gunicorn, exactly as ``docker compose
 up`` wires them (same ``models.config``, same gRPC address setting), waits until the gateway's
-``/readyz`` says every model is AVAILABLE, prints the URL, and stops both on Ctrl-C. If either
-process dies, the other is stopped too and the exit code says so.
+``/readyz`` says every model is AVAILABLE, prints the URL, and stops both on Ctrl-C.
+
+The model server is supervised: if it exits (a native crash no request check foresaw), or stops
+answering gRPC calls for ``HANG_CHECKS`` checks in a row (a process stuck after an abort keeps its
+port open), it is killed and started again, at most ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``;
+the gateway reconnects by itself. Past that, or if the gateway dies, everything stops with a
+message and exit code 1.
 """
 
 from __future__ import annotations
@@ -18,11 +23,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from pathlib import Path
+
+import grpc
 
 from tools.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+HANG_CHECK_INTERVAL_S = 10.0
+HANG_CHECK_TIMEOUT_S = 5.0
+HANG_CHECKS = 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +72,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ready-timeout", type=float, default=300.0, help="seconds to wait for /readyz before giving up"
     )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=MAX_RESTARTS,
+        help=f"model server restarts allowed in {RESTART_WINDOW_S / 60:.0f} minutes before giving up",
+    )
+    parser.add_argument(
+        "--hang-check-interval",
+        type=float,
+        default=HANG_CHECK_INTERVAL_S,
+        help=f"seconds between checks that the model server answers ({HANG_CHECKS} missed: restart)",
+    )
     return parser.parse_args(argv)
 
 
@@ -81,6 +106,87 @@ def readyz(url: str) -> tuple[int | None, str]:
         return err.code, err.read().decode(errors="replace")
     except (urllib.error.URLError, OSError) as err:
         return None, str(err)
+
+
+def answers_grpc(address: str, timeout: float = HANG_CHECK_TIMEOUT_S) -> bool:
+    """Whether the model server's request handlers still answer: an empty ``GetModelStatus`` gets a
+    status back (NOT_FOUND or INVALID_ARGUMENT) from a live server; a hung one lets it time out."""
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/tensorflow.serving.ModelService/GetModelStatus")
+        try:
+            call(b"", timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+        return True
+
+
+def exit_text(code: int) -> str:
+    """``code 1`` or ``signal SIGABRT`` for a Popen return code."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+class Supervisor:
+    """Restarts the model server when it exits or hangs, within a restart budget."""
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        address: str,
+        max_restarts: int = MAX_RESTARTS,
+        interval: float = HANG_CHECK_INTERVAL_S,
+    ) -> None:
+        self.command, self.env, self.address = command, env, address
+        self.max_restarts, self.interval = max_restarts, interval
+        self.restarts: deque[float] = deque()
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        self.started = time.monotonic()
+        self.next_check = self.started + self.interval
+        self.missed = 0
+        self.serving = False  # a server still loading its models has no port open yet: not a hang
+        return subprocess.Popen(self.command, cwd=ROOT, env=self.env)
+
+    def check(self) -> str | None:
+        """Restart the server if it died or hangs; the reason to stop everything, or None."""
+        problem = None
+        if self.proc.poll() is not None:
+            problem = f"the model server exited with {exit_text(self.proc.returncode)}"
+        elif time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + self.interval
+            answers = answers_grpc(self.address)
+            if answers and not self.serving and self.restarts:
+                print(f"the model server answers again on {self.address}", flush=True)
+            self.serving = self.serving or answers
+            self.missed = 0 if answers or not self.serving else self.missed + 1
+            if self.missed >= HANG_CHECKS:
+                problem = f"the model server stopped answering on {self.address} for {HANG_CHECKS} checks"
+        if problem is None:
+            return None
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_S:
+            self.restarts.popleft()
+        if len(self.restarts) >= self.max_restarts:
+            window = f"{RESTART_WINDOW_S / 60:.0f} minutes"
+            return f"{problem}, after {self.max_restarts} restarts in {window}; stopping"
+        self.restarts.append(now)
+        print(
+            f"warning: {problem}; restarting it (restart {len(self.restarts)} of {self.max_restarts} "
+            f"allowed in {RESTART_WINDOW_S / 60:.0f} minutes)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = self._start()
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,13 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     rest = f", REST API on 127.0.0.1:{args.rest_port}" if args.rest_port else ""
     where = f":{args.grpc_port}{rest}"
     print(f"starting the model server on {where} with {config.relative_to(ROOT)} ...", flush=True)
-    processes = [subprocess.Popen(model_server, cwd=ROOT, env=env)]
+    model = Supervisor(
+        model_server, env, env["TF_SERVING_ADDRESS"], args.max_restarts, args.hang_check_interval
+    )
     print(
         f"starting the gateway on {args.host}:{args.port} "
         f"({args.workers} workers x {args.threads} threads) ...",
         flush=True,
     )
-    processes.append(subprocess.Popen(gateway, cwd=ROOT, env=env))
+    gateway_proc = subprocess.Popen(gateway, cwd=ROOT, env=env)
 
     interrupted = False
 
@@ -156,10 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     last_note = 0.0
     try:
         while not interrupted:
-            for proc, name in zip(processes, ("model server", "gateway"), strict=True):
-                if proc.poll() is not None:
-                    print(f"error: the {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
+            if gateway_proc.poll() is not None:
+                code = exit_text(gateway_proc.returncode)
+                print(f"error: the gateway exited with {code}; stopping", file=sys.stderr)
+                return 1
+            stop = model.check()
+            if stop:
+                print(f"error: {stop}", file=sys.stderr)
+                return 1
             if not ready:
                 status, body = readyz(f"{url}/readyz")
                 elapsed = time.monotonic() - started
@@ -185,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping ...", flush=True)
         return 0
     finally:
-        for proc in reversed(processes):  # the gateway first, then the server it talks to
+        for proc in (gateway_proc, model.proc):  # the gateway first, then the server it talks to
             stop_process(proc, timeout=15.0)
 
 

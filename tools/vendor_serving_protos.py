@@ -1,10 +1,10 @@
-"""Copy TF Serving's generated protobuf modules into ``web/protos`` so the gateway never imports TensorFlow.
+"""Copy TF Serving's generated protobuf modules into ``web/serving/protos`` (no TensorFlow import).
 
 The official ``tensorflow-serving-api`` modules import ``tensorflow.core.framework.*_pb2``, and
 importing anything under ``tensorflow`` runs ``tensorflow/__init__.py``, which loads the whole
 runtime (~0.5 GB, seconds per process). The generated modules themselves are plain protobuf
 code, so this script copies the closure the gateway needs (Predict, GetModelMetadata,
-GetModelStatus and their gRPC stubs) from the installed wheels into ``web/protos`` and rewrites
+GetModelStatus and their gRPC stubs) from the installed wheels into ``web/serving/protos`` and rewrites
 their imports to point there. The descriptors are byte-for-byte the official ones, so the wire
 format, message names and gRPC method paths are exactly TF Serving's.
 
@@ -26,7 +26,7 @@ ROOTS = [
     "tensorflow_serving.apis.get_model_metadata_pb2",
     "tensorflow_serving.apis.get_model_status_pb2",
 ]
-TARGET_PACKAGE = "web.protos"
+TARGET_PACKAGE = "web.serving.protos"
 # `from tensorflow.x import y_pb2 as z` and, for public-import re-exports, `from tensorflow.x.y_pb2 import *`
 IMPORT_RE = re.compile(r"^from (tensorflow(?:_serving)?(?:\.\w+)*) import (\w+|\*)", re.MULTILINE)
 
@@ -53,7 +53,7 @@ def rewrite(source: str) -> str:
 
 def main() -> None:
     root = site_root()
-    out = Path(__file__).resolve().parent.parent / "web" / "protos"
+    out = Path(__file__).resolve().parent.parent / "web" / "serving" / "protos"
     seen: set[str] = set()
     todo = list(ROOTS)
     while todo:

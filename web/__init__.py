@@ -1,7 +1,8 @@
 """The web gateway: a Flask app in front of TensorFlow Serving (``gunicorn "web:create_app()"``).
 
 Importing this package never imports TensorFlow and never opens a gRPC channel: the client opens
-its channel lazily in each worker process, after gunicorn has forked.
+its channel lazily in each worker process, after gunicorn has forked. Nor does it import Flask:
+the command-line client (`python -m web.client`) runs on the standard library alone.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
 from web.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app", "Settings", "SettingsError"]
 
@@ -27,21 +29,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     gateway facade at ``app.extensions["gateway"]``, the REST API, health/metrics, the HTML views,
     and the error handlers. Raises SettingsError naming the variable when a value is invalid.
     """
+    from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from web.api import register_api
-    from web.auth import install_auth
-    from web.errors import register_error_handlers
     from web.gateway import Gateway
-    from web.health import bp as health_bp
-    from web.health import install_request_metrics
-    from web.multipart import GatewayRequest
-    from web.security_headers import install_security_headers
+    from web.http.api import register_api
+    from web.http.auth import install_auth
+    from web.http.errors import register_error_handlers
+    from web.http.health import bp as health_bp
+    from web.http.health import install_request_metrics
+    from web.http.multipart import GatewayRequest
+    from web.http.security_headers import install_security_headers
+    from web.http.views import bp as views_bp
     from web.storage import ResultStore
-    from web.views import bp as views_bp
 
     settings = Settings.load(overrides=config)
-    # The HTML blueprint serves web/static at /assets; no second copy at Flask's default /static.
+    # The HTML blueprint serves web/http/static at /assets; no second copy at Flask's default /static.
     app = Flask(__name__, template_folder=str(REPO_ROOT / "templates"), static_folder=None)
     app.request_class = GatewayRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length

@@ -12,7 +12,9 @@ stderr when several images are sent and stderr is a terminal.
 
 Why stdlib only: the client ships inside the gateway package and is useful on any machine with
 Python 3.11, so it must not need ``requests`` (not in requirements/web.txt) or anything else to be
-installed; multipart bodies are encoded by hand.
+installed; multipart bodies are encoded by hand. The options it sends are checked against the
+server's own declaration of them (``web.options``, standard library only too), so the client and
+the server accept exactly the same values.
 
 Exit status: 0 when every image was processed, 1 when some failed (a missing file, a rejected
 image, a model-server error) -- the others are still processed -- and 2 when nothing can work
@@ -37,6 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+from web.options import IOU_THRESHOLD, MAX_DETECTIONS, MIN_SCORE, VERSION, VERSION_LABEL, Option
 
 DEFAULT_URL = "http://localhost:5000"
 DEFAULT_TIMEOUT_S = 60.0
@@ -329,6 +333,29 @@ def run(
     return 0
 
 
+# The request options the client sends, as the server declares them (name, type, bounds, help).
+CHECKED_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
+
+
+def _flag(option: Option) -> str:
+    return "--" + option.name.replace("_", "-")
+
+
+def _help(option: Option) -> str:
+    bounds = "" if option.type is str else f"; {option.expected()}"
+    default = "" if option.default is None else f" (gateway default: {option.default})"
+    return f"{option.help}{bounds}{default}"
+
+
+def option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the request options given on the command line, as the server would say."""
+    for option in CHECKED_OPTIONS:
+        value = getattr(args, option.name)
+        if value is not None and option.problem(value):
+            return f"{_flag(option)} must be {option.expected()}, got {value!r}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m web.client",
@@ -343,13 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="save the drawn pictures into DIR")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image and line")
-    parser.add_argument("--min-score", type=float, help="score threshold (gateway default: 0.5)")
-    parser.add_argument("--max-detections", type=int, help="at most this many detections per image")
-    parser.add_argument(
-        "--iou-threshold", type=float, help="NMS overlap for models whose NMS the gateway runs (YOLO raw)"
-    )
-    parser.add_argument("--version", type=int, help="model version number")
-    parser.add_argument("--version-label", help="model version label, e.g. stable")
+    for option in CHECKED_OPTIONS:
+        parser.add_argument(_flag(option), type=option.type, help=_help(option))
     parser.add_argument(
         "--label-map", type=Path, help="label map (.pbtxt or labels.txt) sent with each image"
     )
@@ -373,12 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheme = urllib.parse.urlsplit(args.url).scheme
     if scheme not in ("http", "https"):
         parser.error(f"--url must start with http:// or https://, got {args.url!r}")
-    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
-        parser.error("--min-score must be between 0 and 1")
-    if args.max_detections is not None and args.max_detections < 1:
-        parser.error("--max-detections must be at least 1")
-    if args.iou_threshold is not None and not 0.0 < args.iou_threshold <= 1.0:
-        parser.error("--iou-threshold must be above 0 and at most 1")
+    problem = option_problem(args)
+    if problem:
+        parser.error(problem)
     if args.label_map is not None and not args.label_map.is_file():
         parser.error(f"--label-map {args.label_map}: no such file")
     options = Options(

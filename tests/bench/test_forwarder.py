@@ -13,7 +13,7 @@ from PIL import Image
 
 from bench import forwarder
 from bench.clients import multipart_body
-from web.protos.tensorflow.core.framework import types_pb2
+from web.serving.protos.tensorflow.core.framework import types_pb2
 
 
 @pytest.fixture()

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
+from demo.digits import generate_digit
+from demo.synthetic import Shape, encode_jpeg, generate_image
 from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, RunningGateway
 from tests.support.model_server import REPO_ROOT
-from tf_server.demo.digits import generate_digit
-from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
-from web.label_maps import load_label_map
+from web.reading.label_maps import load_label_map
 
 MODEL = "shapes"
 RESULT_URL = re.compile(r"/results/[0-9]{8}T[0-9]{12}Z-[0-9a-f]{16}$")
@@ -43,7 +43,7 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 def upload(tmp_path: Path) -> tuple[Path, list[Shape]]:
     """A generated photo with a few well separated shapes, saved as a JPEG file to upload."""
     # A picture with all three classes; the demo model's accuracy over many pictures is measured by
-    # `python -m tf_server.demo evaluate`, this test is about the page.
+    # `python -m demo evaluate`, this test is about the page.
     rng = np.random.default_rng(7)
     image, shapes = generate_image(rng, WIDTH, HEIGHT, min_shapes=3, max_shapes=4)
     path = tmp_path / "shapes <photo>.jpg"

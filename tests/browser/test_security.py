@@ -14,9 +14,9 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+from demo.synthetic import encode_jpeg, generate_image
 from tests.browser.conftest import BrowserPage, RunningGateway
 from tests.support.model_server import REPO_ROOT
-from tf_server.demo.synthetic import encode_jpeg, generate_image
 
 KEY = "browser-test-key"
 # Every CSP violation the page meets is kept where the test can read it.

@@ -37,8 +37,8 @@ def test_label_map_lists_the_three_classes(name: str) -> None:
 
 
 def test_digits_has_its_labels_and_the_settings_it_was_trained_with() -> None:
-    from web.label_maps import load_label_map
-    from web.model_settings import load_model_settings
+    from web.reading.label_maps import load_label_map
+    from web.reading.model_settings import load_model_settings
 
     assert load_label_map(MODELS_DIR / "digits" / "labels.txt").names == {i + 1: str(i) for i in range(10)}
     settings = load_model_settings(MODELS_DIR / "digits" / "gateway.toml")
@@ -46,7 +46,7 @@ def test_digits_has_its_labels_and_the_settings_it_was_trained_with() -> None:
 
 
 def test_models_config_lists_every_demo_model_with_relative_paths() -> None:
-    from web.protos.tensorflow_serving.config import model_server_config_pb2
+    from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 
     config = text_format.Parse((REPO_ROOT / "tf_server" / "models.config").read_text(),
                                model_server_config_pb2.ModelServerConfig())
@@ -63,7 +63,7 @@ INSPECT = textwrap.dedent("""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow_serving.apis import prediction_log_pb2
-    from tf_server.demo.synthetic import encode_jpeg, generate_image
+    from demo.synthetic import encode_jpeg, generate_image
 
     root = sys.argv[1]
     report = {}

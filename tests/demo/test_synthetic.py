@@ -10,7 +10,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from tf_server.demo.synthetic import (
+from demo.synthetic import (
     CLASSES,
     MAX_SIZE_FRACTION,
     MIN_VISIBLE_FRACTION,

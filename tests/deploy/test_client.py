@@ -28,8 +28,8 @@ import pytest
 from PIL import Image
 from werkzeug.serving import make_server
 
+from demo.synthetic import encode_jpeg, generate_image
 from tests.support.model_server import REPO_ROOT, free_port
-from tf_server.demo.synthetic import encode_jpeg, generate_image
 from web.client import encode_multipart
 
 MODEL = "shapes"

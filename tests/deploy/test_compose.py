@@ -19,7 +19,7 @@ from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tf_server.monitoring import MonitoringConfig
-from web.protos.tensorflow_serving.config import model_server_config_pb2
+from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
 STACKS = [GPU_FILE, CPU_FILE]
@@ -205,9 +205,15 @@ def test_web_is_built_from_the_repository_dockerfile() -> None:
 
 def test_every_bind_mount_source_exists() -> None:
     for file in STACKS:
+        mounted = {}
         for name, service in services(file).items():
-            for source, target, _ in compose.bind_mounts(service):
+            mounted[name] = compose.bind_mounts(service)
+            for source, target, _ in mounted[name]:
                 assert source.exists(), f"{file}: {name} mounts {source} at {target}, which does not exist"
+        # not a loop over nothing: the model folder reaches both TF Serving and the gateway
+        models = (REPO_ROOT / "tf_server").resolve()
+        assert any(source.resolve() == models for source, _, _ in mounted["tf_server"]), mounted
+        assert mounted["web"], mounted
 
 
 def test_web_mounts_models_read_only_and_keeps_uploads_and_results_in_volumes() -> None:
@@ -291,4 +297,46 @@ def test_web_starts_after_a_healthy_tf_server() -> None:
         if isinstance(depends, dict):
             assert depends["tf_server"]["condition"] == "service_healthy"
         assert config["tf_server"]["healthcheck"]["test"], "tf_server needs a healthcheck to be waited for"
-        assert "8500" in " ".join(config["tf_server"]["healthcheck"]["test"])
+        assert "/dev/tcp/127.0.0.1/8501" in " ".join(config["tf_server"]["healthcheck"]["test"])
+
+
+def test_the_tf_server_healthcheck_wants_an_answer_not_an_open_port(tmp_path: Path) -> None:
+    """The healthcheck command itself, run against the local model server (same REST API, same
+    monitoring config): it passes while the server answers, and fails once the process hangs with its
+    ports open (SIGSTOP), which a TCP connect alone would not notice."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.support.model_server import free_port, model_server_process
+
+    service = services(GPU_FILE)["tf_server"]
+    kind, *command = service["healthcheck"]["test"]
+    timeout_s = float(service["healthcheck"]["timeout"].rstrip("s"))
+    assert kind == "CMD" and command[:2] == ["bash", "-c"]
+    monitoring = host_file(service, tf_server_flags()["--monitoring_config_file"])
+    rest = free_port()
+
+    def check() -> int:
+        script = command[2].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{rest}")
+        try:
+            return subprocess.run(["bash", "-c", script], timeout=timeout_s, capture_output=True).returncode
+        except subprocess.TimeoutExpired:
+            return -1  # Docker counts a check that outlives its timeout as failed
+
+    with model_server_process(
+        f"--model_config_file={REPO_ROOT / 'tf_server' / 'models.config'}",
+        f"--rest_api_port={rest}",
+        f"--monitoring_config_file={monitoring}",
+        log_dir=tmp_path,
+    ) as server:
+        for _ in range(50):  # the REST port opens right after the gRPC one
+            if check() == 0:
+                break
+        assert check() == 0, server.log()[-2000:]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            assert check() != 0
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert check() == 0

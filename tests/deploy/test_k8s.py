@@ -31,7 +31,7 @@ from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tests.support import kustomize
 from tf_server.monitoring import MonitoringConfig
-from web.protos.tensorflow_serving.config import model_server_config_pb2
+from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
 K8S = REPO_ROOT / "deploy" / "k8s"
@@ -375,10 +375,16 @@ def test_tf_serving_service_is_headless_with_the_grpc_and_rest_ports() -> None:
     assert pods_selected(objects, service["spec"]["selector"]) == ["tf-serving"]
 
 
-def test_tf_serving_probes_its_grpc_port() -> None:
+def test_tf_serving_probes_its_grpc_port_and_wants_an_answer_for_liveness() -> None:
     _, c = tf_serving()
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container_port(c, c[probe]["tcpSocket"]["port"]) == int(compose.flags(c["args"])["--port"])
+    flags = compose.flags(c["args"])
+    for probe in ("startupProbe", "readinessProbe"):
+        assert container_port(c, c[probe]["tcpSocket"]["port"]) == int(flags["--port"])
+    live = c["livenessProbe"]["httpGet"]
+    assert container_port(c, live["port"]) == int(flags["--rest_api_port"])
+    config = (REPO_ROOT / "deploy" / "k8s" / "base" / "config" / "monitoring.config").read_text()
+    prometheus = text_format.Parse(config, MonitoringConfig()).prometheus_config
+    assert prometheus.enable and prometheus.path == live["path"]  # the page the config opens
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "model loading takes minutes"
 
@@ -639,7 +645,11 @@ def test_gateway_scales_on_cpu_and_keeps_two_replicas() -> None:
 
 @pytest.mark.parametrize("build", OVERLAYS)
 def test_every_pod_is_restricted_and_has_requests_a_memory_limit_and_probes(build: str) -> None:
-    for deployment in of_kind(rendered(build), "Deployment"):
+    deployments = of_kind(rendered(build), "Deployment")
+    names = {d["metadata"]["name"] for d in deployments}
+    assert {"gateway", "tf-serving"} <= names, names  # not a loop over nothing
+    for deployment in deployments:
+        assert pod_spec(deployment)["containers"], deployment["metadata"]["name"]
         # Pod Security "restricted": non-root, RuntimeDefault seccomp, no escalation, no capabilities.
         pod = pod_spec(deployment)["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0

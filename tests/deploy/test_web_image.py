@@ -220,8 +220,15 @@ def test_the_gateway_never_imports_the_model_server_side(module: str) -> None:
 
 
 def test_the_command_line_client_needs_only_the_standard_library() -> None:
+    """`python -m web.client` loads the standard library and the gateway's stdlib-only declarations
+    (web.options, web.errors), nothing installed: it runs on any Python 3.11."""
     imports = imported_top_levels(REPO_ROOT / "web" / "client.py")
-    assert set(imports) <= set(sys.stdlib_module_names) | {"__future__"}, sorted(imports)
+    assert set(imports) <= set(sys.stdlib_module_names) | {"__future__", "web"}, sorted(imports)
+    # -S: without site-packages at all, so anything installed it tried to import would fail here.
+    run = subprocess.run(
+        [sys.executable, "-S", "-m", "web.client", "--help"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "--max-detections" in run.stdout, run.stderr
 
 
 def dockerfile_env() -> dict[str, str]:

@@ -75,3 +75,72 @@ def test_run_stack_refuses_a_busy_port_with_a_clear_message() -> None:
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"port {port} for the gateway is already in use" in result.stderr and "PORT=" in result.stderr
+
+
+def _model_server_pid(launcher: int) -> int:
+    """The launcher's `python -m tf_server` child."""
+    for child in _children(launcher):
+        with open(f"/proc/{child}/cmdline", "rb") as handle:
+            if b"tf_server" in handle.read().split(b"\0"):
+                return child
+    raise AssertionError("no model server among the launcher's children")
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait(condition, what: str, log, timeout: float = 120.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} in {timeout:.0f} s:\n" + log.read_text(errors="replace")
+        time.sleep(0.5)
+
+
+def test_a_crashed_or_hung_model_server_is_restarted_then_the_launcher_gives_up(tmp_path) -> None:
+    """SIGKILL (a native crash) and SIGSTOP (an aborted process that hangs with its port open) are both
+    noticed and the model server restarted, the gateway ready again each time; past --max-restarts the
+    launcher stops everything with a message and exit code 1."""
+    port, grpc_port = free_port(), free_port()
+    log = tmp_path / "run.log"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", UPLOAD_FOLDER=str(tmp_path / "up"),
+               OUTPUT_FOLDER=str(tmp_path / "out"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.run_stack", "--host=127.0.0.1", f"--port={port}",
+             f"--grpc-port={grpc_port}", "--rest-port=0", "--workers=1", "--threads=2",
+             "--max-restarts=2", "--hang-check-interval=1"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: "ready in" in log.read_text(errors="replace"), "not ready", log, 180)
+        first = _model_server_pid(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: "exited with signal SIGKILL; restarting it (restart 1 of 2" in log.read_text(),
+              "no restart after SIGKILL", log)
+        second = _model_server_pid(proc.pid)
+        assert second != first
+        _wait(lambda: _ready(port), "the gateway not ready again after the restart", log)
+        _wait(lambda: "the model server answers again" in log.read_text(), "no answer after the restart", log)
+
+        os.kill(second, signal.SIGSTOP)  # alive, port open, answers nothing
+        _wait(lambda: "stopped answering" in log.read_text(), "the hang not noticed", log)
+        _wait(lambda: "restart 2 of 2" in log.read_text(), "no restart after the hang", log)
+        assert not os.path.exists(f"/proc/{second}") or "Z" in open(f"/proc/{second}/stat").read().split()[2]
+        _wait(lambda: _ready(port), "the gateway not ready again after the second restart", log)
+
+        children = _children(proc.pid)
+        os.kill(_model_server_pid(proc.pid), signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1
+        stopped = "the model server exited with signal SIGKILL, after 2 restarts in 10 minutes; stopping"
+        assert f"error: {stopped}" in log.read_text()
+        assert len(children) == 2
+        for child in children:  # gunicorn stopped too, nothing left running
+            assert not os.path.exists(f"/proc/{child}"), f"process {child} outlived the launcher"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -7,7 +7,7 @@ import re
 
 import requests
 
-from web.auth import CSRF_COOKIE, CSRF_FIELD
+from web.http.auth import CSRF_COOKIE, CSRF_FIELD
 
 TOKEN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from web.protos.tensorflow.core.protobuf import meta_graph_pb2
+from web.serving.protos.tensorflow.core.protobuf import meta_graph_pb2
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

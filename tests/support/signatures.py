@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from web.adapters import ModelReading, read_model
-from web.model_settings import ModelSettings
-from web.protos.tensorflow.core.framework import types_pb2
-from web.signatures import ModelSignature, TensorSpec, find_image_input
+from web.reading.adapters import ModelReading, read_model
+from web.reading.model_settings import ModelSettings
+from web.reading.signatures import ModelSignature, TensorSpec, find_image_input
+from web.serving.protos.tensorflow.core.framework import types_pb2
 
 DTYPES = {
     "float32": types_pb2.DT_FLOAT,

@@ -40,9 +40,9 @@ from tests.support.tf1_models import (
     VERSION_DIR,
 )
 from tests.tf_server.grpc_client import ServingClient, rpc_error, serving_client, to_ndarray
-from web.protos.tensorflow.core.example import example_pb2
-from web.protos.tensorflow.core.framework import tensor_pb2, types_pb2
-from web.protos.tensorflow_serving.apis import (
+from web.serving.protos.tensorflow.core.example import example_pb2
+from web.serving.protos.tensorflow.core.framework import tensor_pb2, types_pb2
+from web.serving.protos.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     inference_pb2,

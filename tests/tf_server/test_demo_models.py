@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from demo.digits import training_arrays
+from demo.synthetic import CLASSES, encode_jpeg, generate_image
 from tests.conftest import DEMO_MODEL_CONFIG
 from tests.tf_server.grpc_client import (
     ServingClient,
@@ -20,15 +22,13 @@ from tests.tf_server.grpc_client import (
     tensor_proto,
     to_ndarray,
 )
-from tf_server.demo.digits import training_arrays
-from tf_server.demo.synthetic import CLASSES, encode_jpeg, generate_image
 from tf_server.model_config import read_config_file
-from web.protos.tensorflow.core.framework import types_pb2
+from web.serving.protos.tensorflow.core.framework import types_pb2
 
 MIN_SCORE = 0.5
 MIN_IOU = 0.5
 # Pictures whose shapes the demo models find. Their accuracy over many pictures (classes included)
-# is measured by tf_server.demo's evaluation and tests/demo; here the point is the serving path.
+# is measured by demo's evaluation and tests/demo; here the point is the serving path.
 PICTURES = ((7, 4), (2024, 3))  # (seed, number of shapes)
 DETECTORS = ("shapes", "shapes_jpeg")
 

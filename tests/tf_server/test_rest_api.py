@@ -32,10 +32,10 @@ import numpy as np
 import pytest
 import requests
 
+from demo.digits import training_arrays
+from demo.synthetic import encode_jpeg, generate_image
 from tests.support.model_server import REPO_ROOT, ServerProcess, free_port, model_server_process
 from tests.tf_server.grpc_client import serving_client, string_tensor_proto, tensor_proto, to_ndarray
-from tf_server.demo.digits import training_arrays
-from tf_server.demo.synthetic import encode_jpeg, generate_image
 from tf_server.monitoring import _label_text
 
 MONITORING_CONFIG = REPO_ROOT / "tf_server" / "monitoring.config"

@@ -26,8 +26,8 @@ from tests.tf_server.grpc_client import (
     tensor_proto,
     to_ndarray,
 )
-from web.protos.tensorflow.core.framework import types_pb2
-from web.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from web.serving.protos.tensorflow.core.framework import types_pb2
+from web.serving.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 DETECTION_OUTPUTS = {
     "detection_boxes",
@@ -237,12 +237,15 @@ ERROR_CASES = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "but string is provided",
     ),
-    "a shape the graph refuses": (  # shapes are not checked before the graph runs (TF Serving's rule)
+    # Sizes are the graph's business (TF Serving's rule), but a picture input at another rank than
+    # declared is refused before it can reach a oneDNN kernel that would abort the process.
+    "a picture at the wrong rank": (
         lambda c: c.predict(
             "tiny", {"images": tensor_proto(np.zeros((2, 3), np.float32))}, signature="image_mean"
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "Invalid reduction dimension",
+        "input 'images' has shape [2,3] (rank 2), but the signature declares rank 4. Signature 'image_mean' "
+        "expects {images: DT_FLOAT [-1,-1,-1,3]}",
     ),
     "unknown signature": (
         lambda c: c.predict("tiny", image_input(), signature="classify"),

@@ -12,7 +12,7 @@ import numpy as np
 from tests.support.model_server import model_server_process
 from tests.tf_server.conftest import WARMUP_RECORDS, install_version
 from tests.tf_server.grpc_client import image_input, rpc_error, serving_client, to_ndarray, wait_for
-from web.protos.tensorflow_serving.apis import model_management_pb2
+from web.serving.protos.tensorflow_serving.apis import model_management_pb2
 
 
 def _single_model_flags(base_path: Path, *extra: str) -> tuple[str, ...]:

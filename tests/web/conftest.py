@@ -1,6 +1,6 @@
-"""Fixtures for the gateway tests: convention SavedModels served over real gRPC, and app factories.
+"""Fixtures for the gateway tests: signature-layout SavedModels served over real gRPC, and app factories.
 
-The convention models (tests/support/convention_models.py) are built by a TensorFlow subprocess
+The signature models (tests/support/signature_models.py) are built by a TensorFlow subprocess
 once and cached under build/ (tests/support/built_models.py), then served by the local model server
 (`python -m tf_server`) in another subprocess: the pytest process itself never imports TensorFlow.
 """
@@ -20,16 +20,16 @@ from tests.support.model_server import free_port, running_model_server
 
 
 @pytest.fixture(scope="session")
-def convention_models() -> Path:
-    """Folder with one SavedModel per input/output convention and their models.config."""
-    return build_models("tests.support.convention_models", "test-convention-models")
+def signature_models() -> Path:
+    """Folder with one SavedModel per input/output signature layout and their models.config."""
+    return build_models("tests.support.signature_models", "test-signature-models")
 
 
 @pytest.fixture(scope="session")
-def convention_server(convention_models: Path) -> Iterator[str]:
-    """Address of the local model server serving every convention model."""
+def signature_server(signature_models: Path) -> Iterator[str]:
+    """Address of the local model server serving every signature model."""
     flags = (
-        f"--model_config_file={convention_models / 'models.config'}",
+        f"--model_config_file={signature_models / 'models.config'}",
         # od_uint8 has a version label: like tensorflow_model_server, labels of loading models need this.
         "--allow_version_labels_for_unavailable_models=true",
     )
@@ -59,14 +59,14 @@ def make_app(tmp_path: Path) -> AppFactory:
 
 
 @pytest.fixture()
-def convention_app(make_app: AppFactory, convention_server: str, convention_models: Path) -> Flask:
-    config = convention_models / "models.config"
-    return make_app(TF_SERVING_ADDRESS=convention_server, MODEL_CONFIG_FILE=config)
+def signature_app(make_app: AppFactory, signature_server: str, signature_models: Path) -> Flask:
+    config = signature_models / "models.config"
+    return make_app(TF_SERVING_ADDRESS=signature_server, MODEL_CONFIG_FILE=config)
 
 
 @pytest.fixture()
-def convention_client(convention_app: Flask) -> FlaskClient:
-    return convention_app.test_client()
+def signature_client(signature_app: Flask) -> FlaskClient:
+    return signature_app.test_client()
 
 
 OFFLINE_CONFIG = """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.model_server import free_port
-from web.model_registry import FileStates
+from web.reading.registry import FileStates
 from web.settings import Settings, SettingsError
 
 LABELS = 'item { id: 1 name: "circle" }\n'

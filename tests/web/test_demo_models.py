@@ -1,6 +1,6 @@
 """The demo models end to end over real gRPC: pictures with known shapes (or digits), known answers.
 
-The pictures come from tf_server.demo.synthetic (numpy/Pillow only), which knows every shape's
+The pictures come from demo.synthetic (numpy/Pillow only), which knows every shape's
 class, box and visible mask, so the gateway's answer can be checked against the truth.
 """
 
@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from demo.digits import generate_digit
+from demo.synthetic import Shape, encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT
-from tf_server.demo.digits import generate_digit
-from tf_server.demo.synthetic import Shape, encode_jpeg, generate_image
-from web.label_maps import load_label_map
+from web.reading.label_maps import load_label_map
 
 DEMO_CONFIG = REPO_ROOT / "tf_server" / "models.config"
 DEMO_MODELS = ("shapes", "shapes_jpeg")
@@ -285,8 +285,8 @@ def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
     gRPC call; the answer is byte for byte what predicting, then drawing, gives."""
     import threading
 
-    from web.gateway import BACKGROUND_MIN_PIXELS
     from web.options import PredictOptions
+    from web.pipeline.predict import BACKGROUND_MIN_PIXELS
 
     image, _ = generate_image(np.random.default_rng(14), 1800, 1200, 3, 5)
     assert 1800 * 1200 >= BACKGROUND_MIN_PIXELS
@@ -302,3 +302,38 @@ def test_a_big_photo_is_drawn_while_the_model_predicts_with_the_same_result(
         cut = post(demo_client, model, data[: len(data) * 2 // 3], endpoint=endpoint)
         assert cut.status_code == 400 and "truncated or corrupt" in cut.get_json()["error"]["message"]
     assert threading.active_count() == threads  # no decoding thread left behind
+
+
+def test_each_picture_is_inspected_and_planned_once(
+    demo_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline carries a picture's header and frame from stage to stage: drawing a big photo,
+    storing the result and a batch read each header once and plan each model input once."""
+    from web.pipeline import images, predict
+
+    calls: dict[str, int] = {}
+
+    def counted(name: str, function):
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(images, "inspect_image", counted("inspect", images.inspect_image))
+    monkeypatch.setattr(images, "sniff_format", counted("sniff", images.sniff_format))
+    monkeypatch.setattr(predict, "plan_input", counted("plan", predict.plan_input))
+    image, _ = generate_image(np.random.default_rng(15), 1800, 1200, 3, 5)
+    data = encode_jpeg(image)
+    for query in ("?picture=jpeg&store=true", "?store=true"):
+        calls.clear()
+        assert post(demo_client, "shapes", data, query=query).status_code == 200
+        assert calls == {"inspect": 1, "sniff": 1, "plan": 1}, query
+    calls.clear()
+    answer = demo_client.post(
+        "/api/v1/models/shapes/predict_batch?store=true",
+        data={"image": [(io.BytesIO(data), f"{i}.jpg") for i in range(3)]},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 200 and len(answer.get_json()) == 3
+    assert calls == {"inspect": 3, "sniff": 3, "plan": 3}

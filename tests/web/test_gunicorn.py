@@ -11,11 +11,11 @@ from tests.web.helpers import solid
 
 
 def test_gunicorn_workers_serve_predictions(
-    convention_server: str, convention_models: Path, tmp_path: Path
+    signature_server: str, signature_models: Path, tmp_path: Path
 ) -> None:
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
     }
     with running_gateway(tmp_path, workers=2, threads=1, **settings) as base:
         image = solid(320, 240, (100, 100, 100))
@@ -75,3 +75,48 @@ def test_allocator_hooks_fix_the_thresholds_and_trim_only_after_large_bodies() -
     assert trim_if_served() is False and len(libc.calls) == 2
     post_request(None, None, {"CONTENT_LENGTH": "100"}, None)
     assert trim_if_served() is True and len(libc.calls) == 3
+
+
+def _chunks(body: bytes, size: int = 64 * 1024):  # noqa: ANN202 - a generator makes requests send it chunked
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _multipart(image: bytes, boundary: str = "chunkedboundary42") -> tuple[bytes, str]:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + image + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_chunked_uploads_are_capped_like_uploads_with_a_content_length(
+    signature_server: str, signature_models: Path, tmp_path: Path
+) -> None:
+    """A body sent with Transfer-Encoding: chunked (no Content-Length) over MAX_CONTENT_LENGTH gets the
+    same 413 naming the limit as one with a Content-Length, not a 400 for a form cut short; under the
+    limit, chunked uploads (multipart or a raw body) are answered as usual."""
+    settings = {
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
+    }
+    photo = solid(320, 240, (100, 100, 100))
+    oversized = photo + b"\0" * (17 * 1024 * 1024)  # a JPEG with 17 MiB of trailing bytes
+    with running_gateway(tmp_path, workers=1, threads=2, **settings) as base:
+        url = f"{base}/api/v1/models/od_uint8/predict?min_score=0"
+        for body, content_type in (_multipart(oversized), (oversized, "image/jpeg")):
+            headers = {"Content-Type": content_type}
+            sized = requests.post(url, data=body, headers=headers, timeout=60)
+            chunked = requests.post(url, data=_chunks(body), headers=headers, timeout=60)
+            assert "Content-Length" in sized.request.headers
+            assert "Content-Length" not in chunked.request.headers
+            assert chunked.request.headers["Transfer-Encoding"] == "chunked"
+            assert sized.status_code == chunked.status_code == 413, chunked.text
+            message = chunked.json()["error"]["message"]
+            assert message == sized.json()["error"]["message"]
+            assert "MAX_CONTENT_LENGTH (16 MiB)" in message
+        for body, content_type in (_multipart(photo), (photo, "image/jpeg")):
+            headers = {"Content-Type": content_type}
+            chunked = requests.post(url, data=_chunks(body, 1000), headers=headers, timeout=60)
+            assert chunked.status_code == 200, chunked.text
+            assert len(chunked.json()["detections"]) == 3

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from demo.synthetic import encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT, free_port
-from tf_server.demo.synthetic import encode_jpeg, generate_image
-from web.label_maps import load_label_map
+from web.reading.label_maps import load_label_map
 
 OFFLINE_MODELS_CONFIG = """
 model_config_list {
@@ -105,7 +105,10 @@ def test_form_renders_with_the_configured_models_while_the_server_is_down(offlin
 
 def test_stylesheet_and_script_are_served(offline) -> None:
     html = offline.get("/").get_data(as_text=True)
-    for asset in re.findall(r'(?:href|src)="(/assets/[^"]+)"', html):
+    assets = re.findall(r'(?:href|src)="(/assets/[^"]+)"', html)
+    assert any(a.split("?")[0].endswith(".css") for a in assets), html  # not a loop over nothing
+    assert any(a.split("?")[0].endswith(".js") for a in assets), html
+    for asset in assets:
         response = offline.get(asset)
         assert response.status_code == 200, asset
         assert response.data

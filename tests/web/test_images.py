@@ -11,15 +11,15 @@ import pytest
 from PIL import Image
 
 from tests.web.helpers import encode
-from web.adapters.frames import downsized
 from web.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from web.images import (
+from web.pipeline.images import (
     ImageInfo,
     decode_rgb,
     inspect_image,
     sniff_format,
     to_model_bytes,
 )
+from web.reading.adapters.frames import downsized
 
 LIMIT = 40_000_000
 

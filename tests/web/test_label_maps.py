@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from web.errors import LabelMapError
-from web.label_maps import LabelMap, parse_label_map
+from web.reading.label_maps import LabelMap, parse_label_map
 
 OD_API_STYLE = b"""
 # The TF OD API's own files have comments, keypoints, frequency and more.

@@ -1,6 +1,6 @@
 """The multipart parser the gateway uses (python-multipart) reads every body as Werkzeug's parser does.
 
-Each body is parsed twice, by `web.multipart.GatewayRequest` and by Werkzeug's own `Request`, and
+Each body is parsed twice, by `web.http.multipart.GatewayRequest` and by Werkzeug's own `Request`, and
 the forms and files must come out the same: bodies as browsers, curl, requests and the command-line
 client encode them, and the odd ones (empty parts, bare LF line ends, a missing closing boundary)
 that go to Werkzeug's parser.
@@ -18,7 +18,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from web.client import encode_multipart
-from web.multipart import GatewayRequest
+from web.http.multipart import GatewayRequest
 
 BOUNDARY = "----formboundary7MA4YWxkTrZu0gW"
 JPEG_LIKE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 300 + b"\r\n--not-the-boundary\r\n" + b"\xff\xd9"

@@ -7,12 +7,12 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from tests.support.signatures import reading
-from web.adapters.frames import Frame, plan_frame
 from web.domain import Box
 from web.errors import UnsupportedModel
-from web.label_maps import LabelMap
 from web.options import PredictOptions
-from web.postprocess import activate, reframe_mask, require_probabilities, top_classes
+from web.reading.adapters.frames import Frame, plan_frame
+from web.reading.adapters.postprocess import activate, reframe_mask, require_probabilities, top_classes
+from web.reading.label_maps import LabelMap
 
 LABELS = LabelMap({1: "circle", 2: "square", 3: "triangle"})
 OD_API = {

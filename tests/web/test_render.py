@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from web.domain import Box, Classification, Detection
-from web.postprocess import reframe_mask
-from web.render import MASK_ALPHA, class_color, render_prediction
+from web.pipeline.render import MASK_ALPHA, class_color, render_prediction
+from web.reading.adapters.postprocess import reframe_mask
 
 GREY = (128, 128, 128)
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import requests
 
+from demo.synthetic import encode_jpeg
 from tests.support.gunicorn_gateway import running_gateway
 from tests.support.model_server import REPO_ROOT, ServerProcess, free_port, model_server_process
-from tf_server.demo.synthetic import encode_jpeg
 
 MODEL = "digits"  # the cheapest demo model: a 32x32 classifier
 CONFIG = REPO_ROOT / "tf_server" / "models.config"

@@ -236,7 +236,7 @@ def test_try_take_holds_pixels_only_when_there_is_room_now() -> None:
     """What /predict_image uses to decode the picture to draw on during the gRPC call: never waits."""
     import time
 
-    from web.decode_budget import DecodeBudget
+    from web.pipeline.decode_budget import DecodeBudget
 
     budget = DecodeBudget(10_000_000, wait_s=5.0)
     assert budget.try_take(6_000_000) == 6_000_000

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from tests.web.helpers import solid
-from web.security_headers import CONTENT_SECURITY_POLICY
+from web.http.security_headers import CONTENT_SECURITY_POLICY
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
 INLINE_STYLE = re.compile(r"<style\b|\sstyle=", re.IGNORECASE)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from web.protos.tensorflow.core.framework import tensor_pb2, types_pb2
-from web.tensors import (
+from web.serving.protos.tensorflow.core.framework import tensor_pb2, types_pb2
+from web.serving.tensors import (
     TensorConversionError,
     ndarray_to_proto,
     proto_to_ndarray,

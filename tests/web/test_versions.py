@@ -12,11 +12,11 @@ from tests.web.helpers import solid
 
 
 def test_a_new_version_replaces_the_old_one_without_errors(
-    make_app, convention_models: Path, tmp_path: Path
+    make_app, signature_models: Path, tmp_path: Path
 ) -> None:
     base = tmp_path / "models" / "od_uint8"
-    shutil.copytree(convention_models / "od_uint8" / "1", base / "1")
-    shutil.copy(convention_models / "od_uint8" / "label_map.pbtxt", base / "label_map.pbtxt")
+    shutil.copytree(signature_models / "od_uint8" / "1", base / "1")
+    shutil.copy(signature_models / "od_uint8" / "label_map.pbtxt", base / "label_map.pbtxt")
     config = tmp_path / "models.config"
     config.write_text(
         'model_config_list { config { name: "od_uint8" base_path: "models/od_uint8" '

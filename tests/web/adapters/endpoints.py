@@ -14,7 +14,7 @@ import requests
 from PIL import Image, ImageOps
 
 from tests.support.forms import browser_session
-from web.images import UPRIGHT
+from web.pipeline.images import UPRIGHT
 
 BACKGROUND = 20
 BRIGHT = 220

@@ -18,7 +18,7 @@ from tests.web.adapters.endpoints import (
     outline_drawn,
     scene,
 )
-from web.images import inspect_image, to_model_bytes
+from web.pipeline.images import inspect_image, to_model_bytes
 
 WIDTH, HEIGHT = 480, 640  # displayed: a portrait photo
 RECT = (60, 100, 260, 300)

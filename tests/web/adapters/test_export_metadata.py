@@ -7,9 +7,9 @@ from pathlib import Path
 
 from tests.support.family_models import ULTRALYTICS_METADATA
 from tests.support.signatures import signature
-from web.adapters import read_model
-from web.export_metadata import read_export_metadata
-from web.model_settings import ModelSettings
+from web.reading.adapters import read_model
+from web.reading.export_metadata import read_export_metadata
+from web.reading.model_settings import ModelSettings
 
 F = "float32"
 CLASSIFY = signature({"output_0": (F, (1, 1000))}, {"images": (F, (1, 224, 224, 3))})

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from web.adapters.base import Preprocessing
-from web.adapters.frames import Frame, plan_frame, to_xyxy
-from web.adapters.inputs import jpeg_scaled_size, place_on_canvas, plan_input, scale_pixels, tensor_input
-from web.adapters.nms import box_iou, non_max_suppression
-from web.images import inspect_image
-from web.protos.tensorflow.core.framework import types_pb2
-from web.signatures import ImageInput, InputKind
+from web.pipeline.images import inspect_image
+from web.pipeline.inputs import jpeg_scaled_size, place_on_canvas, plan_input, scale_pixels, tensor_input
+from web.reading.adapters.base import Preprocessing
+from web.reading.adapters.frames import Frame, plan_frame, to_xyxy
+from web.reading.adapters.nms import box_iou, non_max_suppression
+from web.reading.signatures import ImageInput, InputKind
+from web.serving.protos.tensorflow.core.framework import types_pb2
 
 
 @pytest.mark.parametrize(

@@ -55,9 +55,5 @@ def test_every_endpoint_undoes_image_info(family_gateway: FamilyGateway) -> None
 
 def test_model_detail(family_gateway: FamilyGateway) -> None:
     detail = family_gateway.detail("model_garden")
-    assert (detail["family"], detail["kind"], detail["convention"]) == (
-        "model_garden",
-        "segmentation",
-        "model_garden",
-    )
+    assert (detail["family"], detail["kind"]) == ("model_garden", "segmentation")
     assert detail["signature"]["outputs"]["image_info"] == {"dtype": "float32", "shape": [1, 4, 2]}

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.signatures import reading
 from tests.web.adapters.endpoints import post_to_app, scene
-from web.model_settings import ModelSettingsError, parse_model_settings
+from web.reading.model_settings import ModelSettingsError, parse_model_settings
 
 IMAGE = scene(640, 400, (100, 60, 300, 260))
 OD_API = {

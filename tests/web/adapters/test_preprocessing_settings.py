@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.signatures import reading, signature
-from web.adapters import read_model
-from web.export_metadata import ExportMetadata
-from web.model_settings import ModelSettings, parse_model_settings
+from web.reading.adapters import read_model
+from web.reading.export_metadata import ExportMetadata
+from web.reading.model_settings import ModelSettings, parse_model_settings
 
 F = "float32"
 KERAS_HUB = {

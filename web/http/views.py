@@ -1,0 +1,332 @@
+"""HTML pages: the upload form, the result page, recent results, and the stored files behind them.
+
+The views only translate between HTTP forms and the gateway facade (`app.extensions["gateway"]`):
+prediction, rendering and validation live below them. A submitted form is stored and answered
+with a 303 redirect to the result page (post/redirect/get), so reloading the result page never
+re-runs the model and every result has a URL that can be shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from markupsafe import Markup, escape
+from pycocotools import mask as mask_utils
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
+from web.http.errors import describe, error_response
+from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
+from web.pipeline.images import EXTENSIONS, SUPPORTED
+from web.pipeline.render import class_color
+from web.pipeline.request import display_name
+from web.reading.catalog import ModelSummary
+from web.reading.label_maps import PBTXT_SUFFIXES, parse_label_map
+from web.storage import StorageError, StoredResult
+
+bp = Blueprint(
+    "views",
+    __name__,
+    template_folder="../../templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+OPTION_FIELDS = tuple(option.name for option in PREDICT_OPTIONS)
+FORM_DEFAULTS = {"model": "", **{option.name: option.form_default() for option in PREDICT_OPTIONS}}
+RECENT_DEFAULT = 48
+RECENT_MAX = 200
+RENDER_FORMAT = "jpeg"
+RENDER_EXT = "jpg"
+# Stored results never change, so browsers may keep the pictures for a day.
+FILE_MAX_AGE_S = 86400
+IMAGE_ACCEPT = "image/jpeg,image/png,image/gif,image/bmp,image/webp,image/tiff"
+LABEL_MAP_ACCEPT = ",".join((*PBTXT_SUFFIXES, ".txt", "text/plain"))
+
+
+@dataclass(frozen=True)
+class DetectionRow:
+    """One line of the detections table, already in the units the page shows."""
+
+    index: int
+    label: str
+    class_id: int | None
+    score: float
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+    mask_area: int | None
+    color: str | None = None  # the colour the picture uses for this class, as #rrggbb
+
+    @property
+    def width(self) -> int:
+        return self.xmax - self.xmin
+
+    @property
+    def height(self) -> int:
+        return self.ymax - self.ymin
+
+
+def _gateway() -> Any:
+    return current_app.extensions["gateway"]
+
+
+def _store() -> Any:
+    return _gateway().store
+
+
+# -- the form ----------------------------------------------------------------------------------
+
+
+def _model_choices() -> tuple[list[Any], str | None]:
+    """The models for the select, and a notice when the model server could not be asked.
+
+    When the model server is down the form still works: the models come from models.config with
+    their state unknown, and submitting shows the server's error.
+    """
+    gateway = _gateway()
+    try:
+        return list(gateway.list_models()), None
+    except GatewayError as exc:
+        notice = str(exc)
+    try:
+        names = gateway.model_names()
+    except GatewayError:
+        names = []
+    return [ModelSummary(name=n, versions=[], kind="unknown", label_source=None) for n in names], notice
+
+
+def _render_form(values: dict[str, str] | None = None, error: str | None = None, status: int = 200):
+    models, models_notice = _model_choices()
+    form = dict(FORM_DEFAULTS)
+    if values:
+        form.update({k: v for k, v in values.items() if k in form})
+    if not form["model"] and models:
+        form["model"] = models[0].name
+    settings = _gateway().settings
+    return (
+        render_template(
+            "index.html",
+            models=models,
+            models_notice=models_notice,
+            form=form,
+            error=error,
+            image_accept=IMAGE_ACCEPT,
+            label_map_accept=LABEL_MAP_ACCEPT,
+            max_upload_mb=_megabytes(getattr(settings, "max_content_length", None)),
+            limits=_limits,
+        ),
+        status,
+    )
+
+
+def _limits(name: str) -> Markup:
+    """The `min`/`max`/`step` attributes of an option's input, from its one declaration (web.options)."""
+    attributes = BY_NAME[name].html_limits()
+    return Markup(" ".join(f'{key}="{escape(value)}"' for key, value in attributes.items()))
+
+
+def _megabytes(limit: int | None) -> float | None:
+    return round(limit / (1024 * 1024), 1) if limit else None
+
+
+@bp.get("/")
+def index():
+    """The upload form; `?model=NAME` preselects a model (the result page's "try another")."""
+    return _render_form({"model": request.args.get("model", "")})
+
+
+@bp.post("/")
+def submit():
+    """Run the chosen model on the upload, store the result and redirect to its page."""
+    try:
+        too_large = g.pop("form_too_large", None)
+        if too_large is not None:
+            raise too_large
+        form = request.form
+        files = request.files
+    except RequestEntityTooLarge as exc:
+        return _render_form(error=describe(exc)[1], status=413)
+
+    values = {k: form.get(k, "") for k in FORM_DEFAULTS}
+    try:
+        model = values["model"].strip()
+        if not model:
+            raise BadRequest("Choose a model.")
+        image = _read_upload(files.get("image"), "image")
+        if image is None:
+            raise BadRequest(f"Choose an image file to upload ({SUPPORTED}).")
+        options = PredictOptions.from_mapping({k: values[k] for k in OPTION_FIELDS})
+        label_map_file = files.get("label_map")
+        label_map_data = _read_upload(label_map_file, "label map")
+        label_map = None
+        if label_map_data is not None:
+            label_map = parse_label_map(label_map_data, label_map_file.filename or "label_map.pbtxt")
+
+        gateway = _gateway()
+        upload = gateway.open(model, [(None, image)], options=options, label_map=label_map)
+        prediction, rendered = gateway.run_and_render(upload, RENDER_FORMAT)
+        try:
+            result_id = gateway.store.save(
+                image,
+                EXTENSIONS[upload.pictures[0].info.format],
+                rendered,
+                RENDER_EXT,
+                prediction.to_dict(),
+                source_name=display_name(files["image"].filename, fallback="") or None,
+                options=options.to_dict(),
+            )
+        except StorageError as exc:
+            current_app.logger.error("storing a result failed: %s", exc)
+            raise InsufficientStorage(
+                f"The prediction worked but the result could not be stored ({exc}); try again later."
+            ) from exc
+    except GatewayError as exc:
+        return _render_form(values, error=str(exc), status=exc.status)
+    return redirect(url_for("views.result", result_id=result_id), code=303)
+
+
+def _read_upload(upload: FileStorage | None, what: str) -> bytes | None:
+    """The uploaded bytes, None when the field was left empty; an empty named file is an error."""
+    if upload is None:
+        return None
+    data = upload.read()
+    if not data:
+        if upload.filename:
+            raise BadRequest(f"The {what} file {upload.filename!r} is empty; choose a file with content.")
+        return None
+    return data
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def _not_found(message: str) -> Response:
+    return error_response(ResultNotFound(message))
+
+
+_MISSING = "No result with this id. Results are kept for a limited time and the oldest are removed first."
+
+
+def _detection_rows(prediction: dict[str, Any]) -> list[DetectionRow]:
+    rows = []
+    for i, det in enumerate(prediction.get("detections") or [], start=1):
+        box = det.get("box") or {}
+        mask = det.get("mask")
+        area = None
+        if isinstance(mask, dict) and "counts" in mask and "size" in mask:
+            try:
+                area = int(mask_utils.area({"size": list(mask["size"]), "counts": mask["counts"]}))
+            except (TypeError, ValueError):
+                area = None
+        rows.append(
+            DetectionRow(
+                index=i,
+                label=str(det.get("label", "")),
+                class_id=det.get("class_id"),
+                score=float(det.get("score", 0.0)),
+                xmin=round(float(box.get("xmin", 0))),
+                ymin=round(float(box.get("ymin", 0))),
+                xmax=round(float(box.get("xmax", 0))),
+                ymax=round(float(box.get("ymax", 0))),
+                mask_area=area,
+                color=_hex_color(det.get("class_id")),
+            )
+        )
+    return rows
+
+
+def _hex_color(class_id: Any) -> str | None:
+    if not isinstance(class_id, int) or isinstance(class_id, bool):
+        return None
+    return "#{:02x}{:02x}{:02x}".format(*class_color(class_id))
+
+
+@bp.get("/results/<result_id>")
+def result(result_id: str):
+    """The drawn picture, the detections table, timings and links to JSON and the files."""
+    stored = _store().get(result_id)
+    if stored is None:
+        return _not_found(_MISSING)
+    prediction = stored.prediction
+    return render_template(
+        "result.html",
+        result=stored,
+        prediction=prediction,
+        rows=_detection_rows(prediction),
+        classes=prediction.get("classes"),
+        image=prediction.get("image") or {},
+        timings=prediction.get("timings_ms") or {},
+    )
+
+
+@bp.get("/results")
+def results():
+    """Recent results, newest first, as thumbnails of the rendered pictures."""
+    try:
+        limit = int(request.args.get("limit", RECENT_DEFAULT))
+    except ValueError:
+        limit = RECENT_DEFAULT
+    limit = max(1, min(limit, RECENT_MAX))
+    return render_template("results.html", results=_store().recent(limit), limit=limit)
+
+
+@bp.get("/results/<result_id>.json")
+def result_json(result_id: str):
+    """The stored prediction, exactly the REST API's prediction JSON."""
+    stored = _store().get(result_id)
+    if stored is None:
+        return _not_found(_MISSING)  # JSON: the URL ends with .json
+    return jsonify(stored.prediction)
+
+
+def _send_stored(stored: StoredResult | None, which: str) -> Response | tuple:
+    if stored is None:
+        return _not_found(_MISSING)
+    path = stored.rendered_path if which == "rendered" else stored.original_path
+    mimetype = stored.rendered_mimetype if which == "rendered" else stored.original_mimetype
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return _not_found(_MISSING)
+    response = send_file(
+        handle,
+        mimetype=mimetype,
+        max_age=FILE_MAX_AGE_S,
+        conditional=True,
+        etag=f"{stored.result_id}-{which}",
+        last_modified=stored.created_at,
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    # Results are the uploader's: browsers may keep them, shared caches and proxies may not.
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response
+
+
+@bp.get("/results/<result_id>/image")
+def result_image(result_id: str):
+    """The rendered picture (boxes, masks and captions drawn)."""
+    return _send_stored(_store().get(result_id), "rendered")
+
+
+@bp.get("/results/<result_id>/original")
+def result_original(result_id: str):
+    """The uploaded original, byte for byte, with the type detected from its content."""
+    return _send_stored(_store().get(result_id), "original")
