@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 # tensorflow-serving-api asks for the full `tensorflow` wheel; tensorflow-cpu (in
 # requirements/server.txt) is the same code without CUDA, so the API goes in with --no-deps.
 SERVING_API := tensorflow-serving-api==2.21.0
+# Likewise keras-hub (tests only): it asks for tensorflow-text and so for `tensorflow`; the modules it
+# imports are pinned in requirements/test.txt.
+KERAS_HUB := keras-hub==0.32.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -32,6 +35,7 @@ $(VENV)/.installed: requirements/web.txt requirements/server.txt
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
 	$(PY) -m pip install --quiet -r requirements/test.txt
+	$(PY) -m pip install --quiet --no-deps $(KERAS_HUB)
 	touch $@
 
 # Debian's Chromium for the browser tests, docker-compose for the static checks of the stack, nginx

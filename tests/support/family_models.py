@@ -57,13 +57,14 @@ MODELS = (
     "od_tf1_encoded",  # TF1 OD API encoded_image_string_tensor: `inputs` string [-1], 33x33 masks
     "od_float",  # TF2 OD API float_image_tensor: `input_tensor` float32 [1, -1, -1, 3], pixels 0-255
     "model_garden",  # `inputs` uint8 [1, -1, -1, 3], image_info, pixel boxes, 28x28 masks
-    "keras_hub",  # `images` float32 [1, 320, 320, 3]; boxes/confidence/labels/num_detections
+    "keras_hub",  # `images` float32 [1, 320, 320, 3]; boxes/confidence/labels/num_detections; gateway.toml
+    # says preprocessing = "gateway" (0-1, ImageNet mean/std)
     "yolo",  # `images` float32 [1, 320, 320, 3]; output_0 [1, 4 + 3, 2100]
     "yolo_seg",  # same + 32 mask coefficients; output_1 prototypes [1, 80, 80, 32]
     "yolo_nms",  # `images` float32 [1, 320, 320, 3]; output_0 [1, 300, 6]; names in metadata.yaml
     "yolo_pose",  # like yolo with 17x3 keypoint rows ([1, 56, 2100]); metadata.yaml says task: pose
     "classifier_keras",  # `keras_tensor` float32 [-1, 64, 64, 3] ImageNet mean/std; output_0 softmax [-1, 3]
-    "classifier_logits",  # `keras_tensor` float32 [-1, 64, 64, 3] 0-255; output_0 raw logits [-1, 3]
+    "classifier_logits",  # `keras_tensor` uint8 [-1, 64, 64, 3]; output_0 raw logits [-1, 3]
     "classifier_yolo",  # `images` float32 [1, 64, 64, 3] 0-1, centre crop (from metadata.yaml: task
     # classify, names); output_0 softmax [1, 3]
     "ambiguous",  # both TF OD API and KerasHub outputs: two families could read it
@@ -72,6 +73,8 @@ MODELS = (
 
 # gateway.toml files shipped beside some models (the rest run on their family's defaults).
 SETTINGS = {
+    # The signature cannot tell whether a KerasHub export runs its image converter; this one does not.
+    "keras_hub": 'preprocessing = "gateway"\n',
     "classifier_keras": 'pixel_range = "0-1"\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\n',
 }
 # Ultralytics' metadata.yaml, as its exporter writes it into the *_saved_model folder (version 1 here).
@@ -336,11 +339,11 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
             return {"output_0": tf.nn.softmax(colour_logits(images))}
 
     class ClassifierLogits(tf.Module):
-        spec = tf.TensorSpec([None, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3], tf.float32, name="keras_tensor")
+        spec = tf.TensorSpec([None, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3], tf.uint8, name="keras_tensor")
 
         @tf.function(input_signature=[spec])
         def serve(self, keras_tensor):
-            return {"output_0": colour_logits(keras_tensor / 255.0)}
+            return {"output_0": colour_logits(tf.cast(keras_tensor, tf.float32) / 255.0)}
 
     class ClassifierYolo(tf.Module):
         spec = tf.TensorSpec([1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3], tf.float32, name="images")

@@ -52,7 +52,8 @@ MODELS = (
     "mg_uint8",  # uint8 [1, -1, -1, 3] "inputs"; Model Garden: pixel boxes, image_info, int classes, masks
     "mg_bytes",  # string [1] "image_bytes"; Model Garden outputs, no masks
     "fixed_float",  # float32 [1, 200, 300, 3] "input_tensor"; TF OD API outputs
-    "classifier",  # float32 [-1, 64, 64, 3] "input_1"; "probabilities" [B, 3]; labels.txt beside it
+    "classifier",  # float32 [-1, 64, 64, 3] "input_1" 0-255 (preprocessing = "in_model" in gateway.toml);
+    # "probabilities" [B, 3]; labels.txt beside it
     "classifier_named",  # uint8 [1, -1, -1, 3] "image"; "scores" [1, 3] logits (declared in gateway.toml)
     # and "classes" [1, 3] strings
     "two_inputs",  # two required inputs: the gateway must refuse it with a clear message
@@ -205,6 +206,8 @@ def build(out: Path) -> None:  # pragma: no cover - runs in a subprocess with Te
     (out / "classifier" / "labels.txt").write_text("\n".join(CLASSIFIER_LABELS) + "\n")
     # Its scores are logits under a name that does not say so: the settings file declares it.
     (out / "classifier_named" / "gateway.toml").write_text('score_activation = "softmax"\n')
+    # A float input: only gateway.toml can say the model takes 0-255 pixels and converts them itself.
+    (out / "classifier" / "gateway.toml").write_text('preprocessing = "in_model"\n')
     (out / "models.config").write_text("\n".join(config) + "\n")
 
 

@@ -15,7 +15,14 @@ from typing import Any
 from flask_restx import Model, Namespace, SchemaModel, fields
 
 from web.options import MAX_DETECTIONS_LIMIT
-from web.reading.model_settings import CHANNEL_ORDERS, FAMILIES, PIXEL_RANGES, RESIZE_MODES
+from web.reading.model_settings import (
+    CHANNEL_ORDERS,
+    FAMILIES,
+    PIXEL_RANGES,
+    PREPROCESSING_PLACES,
+    RESIZE_MODES,
+    VALUE_SOURCES,
+)
 from web.reading.signatures import InputKind
 
 KINDS = ["detection", "segmentation", "classification", "unknown"]
@@ -131,15 +138,32 @@ image_input = _model(
         "channels": fields.Integer(required=True, min=1),
     },
 )
+preprocessing_sources = _model(
+    "PreprocessingSources",
+    {
+        key: fields.String(required=True, enum=list(VALUE_SOURCES))
+        for key in ("where", "resize", "channel_order", "pad_value", "pixel_range", "mean", "std")
+    },
+)
 preprocessing = _model(
     "Preprocessing",
     {
+        "where": fields.String(
+            required=True,
+            enum=list(PREPROCESSING_PLACES),
+            description="who converts 0-255 pixels for the network: the gateway, or the model itself",
+        ),
         "resize": fields.String(required=True, enum=list(RESIZE_MODES)),
         "pixel_range": fields.String(required=True, enum=list(PIXEL_RANGES)),
         "mean": NullableList(fields.Float),
         "std": NullableList(fields.Float),
         "channel_order": fields.String(required=True, enum=list(CHANNEL_ORDERS)),
         "pad_value": fields.Integer(required=True, min=0, max=255),
+        "sources": fields.Nested(
+            preprocessing_sources,
+            required=True,
+            description="where each value came from: family default, export metadata or gateway.toml",
+        ),
     },
 )
 settings_file = _model(
@@ -271,6 +295,7 @@ ALL: tuple[Model | SchemaModel, ...] = (
     signature,
     size,
     image_input,
+    preprocessing_sources,
     preprocessing,
     settings_file,
     export_metadata,

@@ -7,6 +7,7 @@ settles it. Every key is optional; an unknown key or a wrong value is an error t
 so a typo never silently falls back to a default.
 
     family = "yolo"            # which adapter reads the model (see web/reading/adapters)
+    preprocessing = "gateway"  # gateway | in_model: who converts 0-255 pixels for the network
     resize = "letterbox"       # stretch | letterbox | crop | none
     pixel_range = "0-1"        # 0-255 | 0-1 | -1-1
     mean = [0.485, 0.456, 0.406]
@@ -25,6 +26,10 @@ from typing import Any
 SETTINGS_FILE = "gateway.toml"
 MAX_SETTINGS_BYTES = 64 * 1024
 
+PREPROCESSING_PLACES = ("gateway", "in_model")
+# Where a preprocessing value came from (shown per value in GET /api/v1/models/<m>).
+FAMILY_DEFAULT, EXPORT_METADATA, GATEWAY_TOML = "family default", "export metadata", "gateway.toml"
+VALUE_SOURCES = (FAMILY_DEFAULT, EXPORT_METADATA, GATEWAY_TOML)
 RESIZE_MODES = ("stretch", "letterbox", "crop", "none")
 PIXEL_RANGES = ("0-255", "0-1", "-1-1")
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -46,6 +51,7 @@ class ModelSettings:
     """What a gateway.toml says; None means "the family's default"."""
 
     family: str | None = None
+    preprocessing: str | None = None  # gateway | in_model
     resize: str | None = None
     pixel_range: str | None = None
     mean: tuple[float, ...] | None = None
@@ -129,6 +135,7 @@ def _boolean(value: Any) -> bool:
 
 _PARSERS = {
     "family": _choice(FAMILIES),
+    "preprocessing": _choice(PREPROCESSING_PLACES),
     "resize": _choice(RESIZE_MODES),
     "pixel_range": _choice(PIXEL_RANGES),
     "mean": _triple,

@@ -1,7 +1,8 @@
 """Image classifiers: a Keras 3 export (`keras_tensor` -> `output_0` softmax) that wants ImageNet
 mean/std (declared in the gateway.toml beside it), an Ultralytics -cls model that wants a centre crop
 and 0-1 pixels (which its metadata.yaml implies, with its class names), and a model answering raw
-logits. Through gunicorn on every endpoint."""
+logits (a uint8 input: the model converts pixels itself). Through gunicorn on every endpoint. KerasHub's
+own ImageClassifier: test_keras_hub_models.py."""
 
 from __future__ import annotations
 
@@ -85,8 +86,10 @@ def test_model_detail(family_gateway: FamilyGateway) -> None:
     assert detail["settings"]["found"] is False and detail["settings"]["values"] == {}
     assert detail["export_metadata"]["task"] == "classify" and detail["label_source"] == "metadata.yaml"
     assert (detail["preprocessing"]["resize"], detail["preprocessing"]["pixel_range"]) == ("crop", "0-1")
+    assert detail["preprocessing"]["sources"]["pixel_range"] == "export metadata"
     keras = family_gateway.detail("classifier_keras")
     assert keras["preprocessing"]["mean"] == list(fam.IMAGENET_MEAN)
+    assert keras["preprocessing"]["sources"]["mean"] == "gateway.toml"
     assert keras["input"] == {
         "name": "keras_tensor",
         "kind": "float_image",

@@ -74,10 +74,21 @@ def test_model_detail(family_gateway: FamilyGateway) -> None:
     assert (detail["family"], detail["kind"], detail["class_offset"]) == ("keras_hub", "detection", 1)
     assert detail["input"]["fixed_size"] == {"width": 320, "height": 320}
     assert detail["preprocessing"] == {
+        "where": "gateway",
         "resize": "letterbox",
         "pixel_range": "0-1",
         "mean": list(fam.IMAGENET_MEAN),
         "std": list(fam.IMAGENET_STD),
         "channel_order": "RGB",
         "pad_value": 0,
+        "sources": {
+            "where": "gateway.toml",
+            "resize": "family default",
+            "channel_order": "family default",
+            "pad_value": "family default",
+            "pixel_range": "family default",
+            "mean": "family default",
+            "std": "family default",
+        },
     }
+    assert detail["settings"]["values"] == {"preprocessing": "gateway"}

@@ -59,7 +59,7 @@ def test_every_key_parses() -> None:
 @pytest.mark.parametrize(
     "text,message",
     [
-        ('famliy = "yolo"', "unknown key 'famliy'; the keys are family, resize"),
+        ('famliy = "yolo"', "unknown key 'famliy'; the keys are family, preprocessing, resize"),
         (
             'family = "detectron"',
             "'family' must be one of tf_od_api, model_garden, keras_hub, yolo, yolo_nms",
@@ -90,7 +90,7 @@ def test_pixel_settings_that_cannot_apply_are_refused() -> None:
     assert "sets mean, but input 'input_tensor' is uint8" in uint8.problem
     encoded = reading(OD_API, {"input_tensor": ("string", (-1,))}, resize="letterbox")
     assert "sets resize, but input 'input_tensor' takes encoded images" in encoded.problem
-    grey = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1, 0.2, 0.3))
+    grey = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1, 0.2, 0.3), pixel_range="0-1")
     assert "'mean' has 3 values; input 'x' has 1 channel" in grey.problem
     ok = reading(OD_API, {"x": ("float32", (1, 28, 28, 1))}, mean=(0.1,), pixel_range="0-1")
     assert ok.problem is None and ok.preprocessing.mean == (0.1,) and ok.image_input.channels == 1
@@ -105,14 +105,14 @@ def post(client, model: str, query: str = ""):
 
 def test_settings_override_the_family_defaults_and_are_reread(settings_app) -> None:
     client, write = settings_app
-    assert post(client, "keras_hub").status_code == 200
-    # Raw 0-255 pixels into a model that wants ImageNet-normalized 0-1: its scores leave [0, 1] and
-    # the gateway says so instead of answering.
-    write("keras_hub", 'pixel_range = "0-255"\nmean = [0.0]\nstd = [1.0]\n')
-    wrong = post(client, "keras_hub")
+    assert post(client, "yolo").status_code == 200
+    # Raw 0-255 pixels into a model that wants 0-1: its scores leave [0, 1] and the gateway says so
+    # instead of answering.
+    write("yolo", 'pixel_range = "0-255"\n')
+    wrong = post(client, "yolo")
     assert wrong.status_code == 422 and "not probabilities" in wrong.get_json()["error"]["message"]
-    write("keras_hub", "pad_value = 0\n")
-    assert post(client, "keras_hub").status_code == 200
+    write("yolo", "pad_value = 114\n")
+    assert post(client, "yolo").status_code == 200
 
 
 def test_class_agnostic_nms(settings_app) -> None:

@@ -59,12 +59,16 @@ def post(client, model: str, query: str = ""):
 def test_family_in_gateway_toml_settles_an_ambiguous_signature(settings_app) -> None:
     client, write = settings_app
     write("ambiguous", 'family = "keras_hub"\n')
+    unsettled = post(client, "ambiguous")  # a KerasHub detector: whether it converts pixels is open
+    assert unsettled.status_code == 422
+    assert 'preprocessing = "gateway"' in unsettled.get_json()["error"]["message"]
+    write("ambiguous", 'family = "keras_hub"\npreprocessing = "gateway"\n')
     response = post(client, "ambiguous")
     assert response.status_code == 200, response.get_json()
     check_bright_box(response.get_json(), (100, 60, 300, 260), "circle")
     detail = client.get("/api/v1/models/ambiguous").get_json()
     assert detail["family"] == "keras_hub" and detail["problem"] is None
-    assert detail["settings"]["values"] == {"family": "keras_hub"}
+    assert detail["settings"]["values"] == {"family": "keras_hub", "preprocessing": "gateway"}
 
 
 def test_a_family_that_does_not_fit_is_explained(settings_app) -> None:

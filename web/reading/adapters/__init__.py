@@ -17,6 +17,7 @@ from web.reading.adapters.base import (
     ModelReading,
     NotRecognized,
     Preprocessing,
+    PreprocessingUnsettled,
 )
 from web.reading.adapters.classifier import ClassifierAdapter
 from web.reading.adapters.keras_hub import KerasHubAdapter
@@ -148,7 +149,10 @@ def _chosen(
     problem = _settings_problem(image_input, reading.file_settings or reading.settings, reading.settings_path)
     if problem:
         return _refused(reading, problem, candidates)
-    preprocessing = adapter.preprocessing(image_input, reading.settings)
+    try:
+        preprocessing = adapter.preprocessing(image_input, reading.settings, reading.file_settings)
+    except PreprocessingUnsettled as exc:
+        return _refused(reading, f"{reading.settings_path}: {exc}", candidates)
     channels = image_input.channels
     for key, values in (("mean", preprocessing.mean), ("std", preprocessing.std)):
         if values is not None and len(values) not in (1, channels):

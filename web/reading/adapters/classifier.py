@@ -7,6 +7,13 @@ only: Keras 3 `output_0`, Keras 2 the last layer's name (`predictions`, `dense_1
 `logits` + `probs`, optionally a `classes` output naming each score. A `[B, N]` output with another
 name (an embedding, a detector's `confidence`) is not taken for a classifier.
 
+Float inputs: the signature cannot tell whether the model converts pixels itself (a Keras
+application with its `Rescaling` layer, a serving function that runs the image converter) or wants
+them converted (KerasHub `ImageClassifier.export()` writes the forward pass only, without its
+preprocessor), and classifiers differ too much for a default, so such a model is refused until
+gateway.toml says `preprocessing = "in_model"` or the conversion (`pixel_range`, `mean`, `std`), or
+the export metadata implies it (Ultralytics -cls: 0-1).
+
 Probabilities are reported as they are; an output called `logits` goes through a softmax; any
 other activation is declared with `score_activation` in gateway.toml. Answers the `top_k` best
 classes (5 by default, at most `max_detections`), the best one always, the others from `min_score`.
@@ -25,7 +32,7 @@ from web.reading.adapters.base import Layout, ModelAdapter, ModelReading, NotRec
 from web.reading.adapters.frames import Frame
 from web.reading.adapters.postprocess import activate, require_probabilities, top_classes
 from web.reading.label_maps import LabelMap
-from web.reading.signatures import ModelSignature
+from web.reading.signatures import ImageInput, ModelSignature
 
 DEFAULT_TOP_K = 5
 # Score outputs, most wanted first (Model Garden has both `probs` and `logits`: take `probs`).
@@ -42,6 +49,7 @@ class ClassifierAdapter(ModelAdapter):
     family = "classifier"
     title = "Image classifiers (Keras, KerasHub, Model Garden, Ultralytics -cls)"
     class_offset = 1  # score index 0 is the label map's id 1 (the first line of labels.txt)
+    has_default_conversion = False
 
     def recognize(self, signature: ModelSignature) -> Layout:
         """Claims a signature only when every output is a score (or `classes`) tensor [batch, C]."""
@@ -69,6 +77,15 @@ class ClassifierAdapter(ModelAdapter):
         classes = next((s.key for s in outputs if s.rank == 2 and s.key.lower() in CLASSES_NAMES), None)
         scores = [s.key for s in outputs if s.rank == 2 and s.is_float and s.key != classes]
         return _layout(scores, classes)
+
+    def conversion_choices(self, image_input: ImageInput) -> tuple[str, str, str]:
+        return (
+            'preprocessing = "in_model"',
+            'pixel_range = "0-1"\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]',
+            "That is ImageNet normalization, as an example: set what the image converter's scale and offset "
+            'do (scale 1/255 without offset is pixel_range = "0-1" alone; scale 1/127.5 with offset -1 is '
+            'pixel_range = "-1-1").',
+        )
 
     def decode(
         self,

@@ -4,10 +4,19 @@ their decoder: what `ObjectDetector.predict` returns, as a serving signature.
 Signature: `images` float32 `[B, H, W, 3]` (usually a fixed size, e.g. 800x800 or 640x640); outputs
 `boxes` [B, N, 4] in the detector's `bounding_box_format` (yxyx by default) in pixels of that input,
 `confidence` [B, N] (already through the sigmoid), `labels` [B, N] int 0-based class indices,
-`num_detections` [B]; unused slots hold -1. The image converter is not part of such an export, so
-the gateway does it: RetinaNet's defaults are the family default (keep the aspect ratio and pad
-with 0 to the input, ImageNet mean/std on 0-1 pixels); D-FINE presets crop instead
-(`resize = "crop"`, `pixel_range = "0-1"` without mean/std).
+`num_detections` [B]; unused slots hold -1.
+
+`model.export()` writes only the forward pass (raw `bbox_regression` / `cls_logits` heads, no
+decoder), so every export with this signature comes from a hand-written serving function
+(`keras.export.ExportArchive`), and nothing in it says whether that function runs the image
+converter (its scale and offset) or takes converted pixels. Read the wrong way, pixels are
+normalized twice or never and the boxes are other boxes, so such a model is refused until
+gateway.toml says `preprocessing = "in_model"` (the gateway sends 0-255 pixels) or `"gateway"`
+(RetinaNet's converter: 0-1 pixels, ImageNet mean/std; for another converter, `pixel_range` and
+`mean`/`std` instead, e.g. D-FINE's `pixel_range = "0-1"` alone). Either way the gateway does the
+converter's resize, which the signature cannot tell either: the family default keeps the aspect
+ratio and pads with 0 (`pad_to_aspect_ratio=True`); a converter that crops (`crop_to_aspect_ratio`,
+KerasHub's default) wants `resize = "crop"`, one that does neither `resize = "stretch"`.
 """
 
 from __future__ import annotations
@@ -66,6 +75,17 @@ class KerasHubAdapter(ModelAdapter):
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             pad_value=0,
+        )
+
+    def conversion_choices(self, image_input: ImageInput) -> tuple[str, str, str]:
+        return (
+            'preprocessing = "in_model"',
+            'preprocessing = "gateway"',
+            'With "gateway" the gateway scales pixels to 0-1 and applies ImageNet mean/std (RetinaNet\'s '
+            "converter); for a converter with another scale and offset set pixel_range (and mean, std) "
+            'instead, e.g. pixel_range = "0-1" alone for D-FINE\'s. Either way the gateway does the '
+            "converter's resize: it keeps the aspect ratio and pads with 0 (pad_to_aspect_ratio); a "
+            'converter that crops (crop_to_aspect_ratio, KerasHub\'s default) wants resize = "crop" too.',
         )
 
     def decode(
