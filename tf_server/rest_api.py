@@ -50,7 +50,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tf_server import json_tensor
 from tf_server.errors import ServingError, describe_unexpected, invalid_argument, log_unexpected
 from tf_server.http_server import (
     MAX_BODY_BYTES,
@@ -63,6 +62,13 @@ from tf_server.http_server import (
     serve,
 )
 from tf_server.monitoring import ServingMetrics
+from tf_server.rest_json.examples import (
+    fill_examples_request,
+    make_json_from_classification,
+    make_json_from_regression,
+)
+from tf_server.rest_json.predict import fill_predict_request, make_json_from_tensors
+from tf_server.rest_json.writer import encode, make_json_from_error
 from tf_server.servable import DEFAULT_SIGNATURE, Servable
 from tf_server.serving_core import ServingCore
 
@@ -196,11 +202,11 @@ class RestHandler:
             answer.body = self._dispatch(http_method, path, route, body)
         except ServingError as error:
             answer.code = error.code
-            answer.body = json_tensor.make_json_from_error(error.message)
+            answer.body = make_json_from_error(error.message)
         except Exception as error:  # a bug, not a request error: still answer in TF Serving's shape
             log_unexpected(error, "REST request %s %s failed", http_method, path[:200])
             answer.code = grpc.StatusCode.UNKNOWN
-            answer.body = json_tensor.make_json_from_error(describe_unexpected(error))
+            answer.body = make_json_from_error(describe_unexpected(error))
         return answer
 
     @staticmethod
@@ -279,24 +285,24 @@ class RestHandler:
                 resolved.append(self._core.resolve(request))
             return self._input_infos(resolved[0], signature)
 
-        request_format = json_tensor.fill_predict_request(body, input_infos, request)
+        request_format = fill_predict_request(body, input_infos, request)
         servable = resolved[0] if resolved else None
         response = self._run(lambda: self._core.predict(request, ENTRYPOINT, servable))
-        return json_tensor.make_json_from_tensors(response.outputs, request_format)
+        return make_json_from_tensors(response.outputs, request_format)
 
     def _classify(self, route: _Route, body: bytes) -> str:
         request = classification_pb2.ClassificationRequest()
         self._fill_spec(route, request.model_spec)
-        json_tensor.fill_examples_request(body, request)
+        fill_examples_request(body, request)
         response = self._run(lambda: self._core.classify(request, ENTRYPOINT))
-        return json_tensor.make_json_from_classification(response.result)
+        return make_json_from_classification(response.result)
 
     def _regress(self, route: _Route, body: bytes) -> str:
         request = regression_pb2.RegressionRequest()
         self._fill_spec(route, request.model_spec)
-        json_tensor.fill_examples_request(body, request)
+        fill_examples_request(body, request)
         response = self._run(lambda: self._core.regress(request, ENTRYPOINT))
-        return json_tensor.make_json_from_regression(response.result)
+        return make_json_from_regression(response.result)
 
     def _status(self, route: _Route) -> str:
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -339,7 +345,7 @@ class RestApi:
 
     def refusal(self, status: int, message: str) -> Response:
         """The HTTP server's own refusals (413, 503), in TF Serving's ``{"error": ...}`` shape."""
-        return status, list(_JSON), json_tensor.encode(json_tensor.make_json_from_error(message))
+        return status, list(_JSON), encode(make_json_from_error(message))
 
     def _run_model(self, work: Callable[[], Any]) -> Any:
         """A Predict/Classify/Regress core call, on the pool of ``--rest_api_num_threads``; past
@@ -383,7 +389,7 @@ class RestApi:
             answer.headers.extend(_CORS)
         if self._metrics is not None:
             self._metrics.record_rest(answer.model, answer.method, answer.code, time.perf_counter() - started)
-        return http_status(answer.code), answer.headers, json_tensor.encode(answer.body)
+        return http_status(answer.code), answer.headers, encode(answer.body)
 
     def _prometheus(self, target: str) -> Response:
         """``ProcessPrometheusRequest``: the page, or 400 when a query follows the path."""
