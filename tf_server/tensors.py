@@ -6,7 +6,8 @@ both); ``tf.make_ndarray`` reads either. Responses are written like TF Serving's
 ``string_val`` ...), not ``tensor_content``, so a client that only works with one of the two forms
 fails here exactly as it would against the real server. Float and double outputs (boxes, scores,
 masks: nearly all of a detection response) are encoded straight from the array's bytes as a packed
-field, which costs about as much as ``tensor_content`` instead of a Python loop per value.
+field, which costs about as much as ``tensor_content`` instead of a Python loop per value. Which
+field holds which dtype is ``tf_server.dtypes``' table.
 """
 
 from __future__ import annotations
