@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import grpc
+
+log = logging.getLogger("tf_server")
 
 
 class ServingError(Exception):
@@ -24,3 +29,15 @@ def not_found(message: str) -> ServingError:
 
 def failed_precondition(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def describe_unexpected(error: BaseException) -> str:
+    """A one-line description of an error no request should cause (at most 300 characters)."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def log_unexpected(error: BaseException, message: str, *args: Any) -> None:
+    """An error no request should cause: one log line (the traceback only at debug level)."""
+    log.error(message + ": %s", *args, describe_unexpected(error))
+    log.debug("The traceback of that error", exc_info=error)

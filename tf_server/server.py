@@ -25,10 +25,11 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from tf_server.errors import ServingError
 from tf_server.flags import ServerOptions
+from tf_server.http_server import RunningServer
 from tf_server.model_config import ConfigError, ModelConfig, read_config_file, single_model
 from tf_server.model_manager import ManagerOptions, ModelManager, StartupError
 from tf_server.monitoring import ServingMetrics, read_monitoring_config
-from tf_server.rest_api import RestServer, start_rest_server
+from tf_server.rest_api import start_rest_server
 from tf_server.servable import Servable, load_servable
 from tf_server.servicer import ModelService, PredictionService
 from tf_server.serving_core import ServingCore
@@ -208,7 +209,7 @@ def serve(options: ServerOptions) -> int:
     serving = True
     manager.start_polling(config_file, options.model_config_file_poll_wait_seconds)
     log.info("Running gRPC ModelServer at %s ...", address)
-    rest: RestServer | None = None
+    rest: RunningServer | None = None
     if options.rest_api_port:
         rest_address = f"localhost:{options.rest_api_port}"
         try:

@@ -6,7 +6,8 @@ both); ``tf.make_ndarray`` reads either. Responses are written like TF Serving's
 ``string_val`` ...), not ``tensor_content``, so a client that only works with one of the two forms
 fails here exactly as it would against the real server. Float and double outputs (boxes, scores,
 masks: nearly all of a detection response) are encoded straight from the array's bytes as a packed
-field, which costs about as much as ``tensor_content`` instead of a Python loop per value.
+field, which costs about as much as ``tensor_content`` instead of a Python loop per value. Which
+field holds which dtype is ``tf_server.dtypes``' table.
 """
 
 from __future__ import annotations
@@ -18,29 +19,8 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from tf_server.dtypes import DTYPES
 from tf_server.errors import invalid_argument
-
-# Packed repeated fields of TensorProto that hold fixed-width little-endian values:
-# field number -> numpy dtype of one element.
-_PACKED_FIXED = {
-    types_pb2.DT_FLOAT: (5, "<f4"),
-    types_pb2.DT_DOUBLE: (6, "<f8"),
-    types_pb2.DT_COMPLEX64: (9, "<f4"),
-    types_pb2.DT_COMPLEX128: (12, "<f8"),
-}
-# Typed fields for the rest, as TF's Tensor::AsProtoField fills them.
-_REPEATED_FIELD = {
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT16: "int_val",
-    types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val",
-}
 
 
 def dtype_name(dtype: int) -> str:
@@ -111,7 +91,8 @@ def to_ndarray(alias: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
 def _wrapped_integers(proto: tensor_pb2.TensorProto) -> np.ndarray:
     dtype = tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype
     shape = [dim.size for dim in proto.tensor_shape.dim]
-    field = _REPEATED_FIELD.get(proto.dtype, "int_val")
+    rule = DTYPES.get(proto.dtype)
+    field = rule.field if rule is not None and rule.plain else "int_val"
     values = np.array(getattr(proto, field), dtype=np.int64).astype(dtype)
     count = int(np.prod(shape)) if shape else 1
     if values.size == 1 and count != 1:  # one value fills the tensor, as TF reads the typed fields
@@ -144,9 +125,11 @@ def encode_as_proto_field(array: np.ndarray) -> bytes:
     header = tensor_pb2.TensorProto(dtype=dtype)
     for size in array.shape:
         header.tensor_shape.dim.add(size=size)
-    packed = _PACKED_FIXED.get(dtype)
-    if packed is not None:
-        field_number, element = packed
+    rule = DTYPES.get(dtype)
+    if rule is None:  # quantized and other rare types: TF would also fall back to raw content
+        return tf.make_tensor_proto(array).SerializeToString()
+    if rule.packed is not None:
+        field_number, element = rule.field_number, rule.packed
         if array.size == 0:
             return header.SerializeToString()
         if dtype == types_pb2.DT_COMPLEX64:  # real, imaginary interleaved
@@ -157,13 +140,10 @@ def encode_as_proto_field(array: np.ndarray) -> bytes:
             data = np.ascontiguousarray(array, dtype=element)
         raw = data.tobytes()
         return header.SerializeToString() + _varint(field_number << 3 | 2) + _varint(len(raw)) + raw
-    field_name = _REPEATED_FIELD.get(dtype)
-    if field_name == "string_val":
+    if rule.field == "string_val":
         header.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
-    elif field_name is not None:
-        getattr(header, field_name).extend(array.ravel().tolist())
-    elif dtype in (types_pb2.DT_HALF, types_pb2.DT_BFLOAT16):
+    elif rule.field == "half_val":  # DT_HALF, DT_BFLOAT16: the bit patterns
         header.half_val.extend(array.ravel().view(np.uint16).tolist())
-    else:  # quantized and other rare types: TF would also fall back to raw content
-        return tf.make_tensor_proto(array).SerializeToString()
+    else:
+        getattr(header, rule.field).extend(array.ravel().tolist())
     return header.SerializeToString()

@@ -182,3 +182,13 @@ def test_flag_and_config_parsing_do_not_load_tensorflow() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_the_server_imports_neither_the_gateway_nor_a_web_framework() -> None:
+    # The REST API runs on tf_server's own HTTP server (http_server.py), not on werkzeug or flask.
+    code = "import sys, tf_server.server\n"
+    code += "print(sorted({m.split('.')[0] for m in sys.modules} & {'web', 'werkzeug', 'flask'}))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
