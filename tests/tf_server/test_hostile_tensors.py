@@ -14,6 +14,9 @@ another CPU would show. A case that kills the server restarts it, so the next ca
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -344,3 +347,37 @@ def test_the_suite_is_big_enough() -> None:
     assert len(GRPC_CASES) + len(REST_CASES) >= 40
     assert len({case.id for case in GRPC_CASES}) == len(GRPC_CASES)
     assert len({case.id for case in REST_CASES}) == len(REST_CASES)
+
+
+EMPTY_INPUTS_SCRIPT = """
+import json, sys
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import predict_pb2
+from tf_server.rest_json.predict import fill_predict_request
+from tf_server.errors import ServingError
+answers = {}
+for name in ("DT_COMPLEX64", "DT_UINT16", "DT_HALF", "DT_FLOAT"):
+    info = meta_graph_pb2.TensorInfo(name="x:0", dtype=types_pb2.DataType.Value(name))
+    request = predict_pb2.PredictRequest()
+    for body in (b'{"inputs": []}', b'{"inputs": {"x": []}}'):
+        try:
+            fill_predict_request(body, lambda _signature: {"x": info}, request)
+            answers[name + body.decode()] = [d.size for d in request.inputs["x"].tensor_shape.dim]
+        except ServingError as error:
+            answers[name + body.decode()] = error.code.name
+print(json.dumps(answers))
+"""
+
+
+def test_empty_json_inputs_of_any_dtype_become_empty_tensors() -> None:
+    """``{"inputs": []}`` is an empty tensor whatever the input's dtype (TF Serving's answer), never a
+    500 for dtypes JSON has no values for (complex, uint16, half). Run in a TensorFlow subprocess."""
+    result = subprocess.run(
+        [sys.executable, "-c", EMPTY_INPUTS_SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers == {f"{dtype}{body}": [0] for dtype in ("DT_COMPLEX64", "DT_UINT16", "DT_HALF", "DT_FLOAT")
+                       for body in ('{"inputs": []}', '{"inputs": {"x": []}}')}, answers

@@ -288,7 +288,8 @@ def _proto_from_values(dtype: int, dims: list[int], values: list[Any]) -> tensor
     proto = tensor_pb2.TensorProto(dtype=dtype)
     for size in dims:
         proto.tensor_shape.dim.add(size=size)
-    getattr(proto, JSON_DTYPES[dtype].field).extend(values)
+    if values:  # values were parsed for one of JSON's dtypes; an empty list needs no field (any dtype)
+        getattr(proto, JSON_DTYPES[dtype].field).extend(values)
     return proto
 
 
