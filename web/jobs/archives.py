@@ -151,7 +151,7 @@ class Archive:
         raise KeyError(path)
 
     def read(self, picture: Picture) -> bytes:
-        """The picture's bytes, decompressed with a bound; raises `EntryError` if the entry lies or is corrupt."""
+        """The picture's bytes, decompressed with a bound; `EntryError` if the entry lies or is corrupt."""
         with open(self.path, "rb") as fp:
             return b"".join(_decompress(fp, picture, self.limits.max_entry_bytes))
 
@@ -207,7 +207,13 @@ def open_archive(path: str | Path, limits: ArchiveLimits | None = None) -> Archi
     with open(path, "rb") as fp:
         for normalised, info in candidates:
             picture = Picture(
-                normalised, "", info.file_size, info.compress_size, info.compress_type, info.CRC, info.header_offset
+                normalised,
+                "",
+                info.file_size,
+                info.compress_size,
+                info.compress_type,
+                info.CRC,
+                info.header_offset,
             )
             try:
                 head = b"".join(_decompress(fp, picture, limits.max_entry_bytes, stop_after=SNIFF_BYTES))
@@ -222,7 +228,11 @@ def open_archive(path: str | Path, limits: ArchiveLimits | None = None) -> Archi
             pictures.append(replace(picture, format=fmt))
 
     if not pictures:
-        detail = f" ({len(skipped)} entries skipped, e.g. {skipped[0].file}: {skipped[0].reason})" if skipped else ""
+        detail = (
+            f" ({len(skipped)} entries skipped, e.g. {skipped[0].file}: {skipped[0].reason})"
+            if skipped
+            else ""
+        )
         raise ArchiveError(f"the archive holds no pictures{detail}: zip {FORMATS} files")
     if len(pictures) > limits.max_pictures:
         raise ArchiveTooLarge(
@@ -253,8 +263,11 @@ def sniff_picture(head: bytes) -> str | None:
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "TIFF"
     # "BM" alone is too weak: also ask for a known DIB header size (core, info, v2-v5).
-    if head[:2] == b"BM" and len(head) >= 18 and struct.unpack_from("<L", head, 14)[0] in (12, 40, 52, 56, 64,
-                                                                                         108, 124):
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 18
+        and struct.unpack_from("<L", head, 14)[0] in (12, 40, 52, 56, 64, 108, 124)
+    ):
         return "BMP"
     return None
 
@@ -296,9 +309,8 @@ def _entry_problem(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str | None:
     if info.compress_type not in _METHODS:
         return UNSUPPORTED_METHOD
     if info.file_size > limits.max_entry_bytes:
-        return (
-            f"{info.file_size} bytes uncompressed, more than the per-picture limit of {limits.max_entry_bytes}"
-        )
+        limit = limits.max_entry_bytes
+        return f"{info.file_size} bytes uncompressed, more than the per-picture limit of {limit}"
     if info.file_size > limits.max_ratio * max(info.compress_size, 1):
         return f"compressed more than {limits.max_ratio:g}:1 (a zip bomb?)"
     return None
@@ -390,7 +402,7 @@ def _declared_entry_count(path: Path) -> int | None:
                 return None
             count = _END_RECORD.unpack_from(tail, at)[4]
             locator_at = at - _ZIP64_LOCATOR.size
-            if count == 0xFFFF and locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
+            if count == 0xFFFF and locator_at >= 0 and tail[locator_at : locator_at + 4] == b"PK\x06\x07":
                 offset = _ZIP64_LOCATOR.unpack_from(tail, locator_at)[2]
                 fp.seek(offset)
                 record = fp.read(_ZIP64_END_RECORD.size)

@@ -1,4 +1,4 @@
-"""Job archives: real zips built here with zipfile, hostile ones patched byte by byte like an attacker would."""
+"""Job archives: real zips built with zipfile, hostile ones patched byte by byte as an attacker would."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def picture(fmt: str = "JPEG", size: tuple[int, int] = (32, 24), seed: int = 0) 
     return buf.getvalue()
 
 
-def make_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], method: int = zipfile.ZIP_DEFLATED) -> Path:
+def make_zip(
+    path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], method: int = zipfile.ZIP_DEFLATED
+) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # zipfile warns about duplicate names: that is the test
         with zipfile.ZipFile(path, "w", compression=method) as zf:
@@ -118,7 +120,13 @@ def test_hostile_names_and_entry_kinds_are_skipped_with_their_reason(tmp_path: P
         ],
     )
     archive = open_archive(path)
-    assert [p.path for p in archive.pictures] == ["café.jpg", "dup.jpg", "ok.jpg", "win/sub/pic.jpg", "x/same.jpg"]
+    assert [p.path for p in archive.pictures] == [
+        "café.jpg",
+        "dup.jpg",
+        "ok.jpg",
+        "win/sub/pic.jpg",
+        "x/same.jpg",
+    ]
     assert skipped(archive) == {
         "../evil.jpg": archives.PARENT_PATH,
         "a/../../evil2.jpg": archives.PARENT_PATH,
@@ -146,7 +154,9 @@ def test_encrypted_entries_are_skipped(tmp_path: Path) -> None:
 
 
 def test_bomb_with_a_lying_header_stops_one_byte_past_the_declared_size(tmp_path: Path) -> None:
-    bomb = picture()[:600] + bytes(20 * 1024 * 1024)  # JPEG magic, then 20 MiB of zeros (about 20 KiB deflated)
+    bomb = picture()[:600] + bytes(
+        20 * 1024 * 1024
+    )  # JPEG magic, then 20 MiB of zeros (about 20 KiB deflated)
     path = make_zip(tmp_path / "job.zip", [("bomb.jpg", bomb), ("ok.jpg", picture())])
     patch_entry(path, "bomb.jpg", file_size=4096)
     archive = open_archive(path)
@@ -226,7 +236,9 @@ def test_archive_without_pictures_is_refused_with_the_first_reason(tmp_path: Pat
 def test_too_many_pictures_and_too_many_bytes_are_refused(tmp_path: Path) -> None:
     path = make_zip(tmp_path / "job.zip", [(f"{i}.png", picture("PNG", seed=i)) for i in range(4)])
     assert len(open_archive(path, ArchiveLimits(max_pictures=4))) == 4
-    with pytest.raises(ArchiveTooLarge, match="holds 4 pictures, more than the limit of 3: split it") as caught:
+    with pytest.raises(
+        ArchiveTooLarge, match="holds 4 pictures, more than the limit of 3: split it"
+    ) as caught:
         open_archive(path, ArchiveLimits(max_pictures=3))
     assert caught.value.status == 413
     total = sum(p.size for p in open_archive(path).pictures)
@@ -243,5 +255,7 @@ def test_absurd_entry_count_is_refused_from_the_end_record(tmp_path: Path) -> No
 def test_entry_count_past_65535_is_read_from_the_zip64_end_record(tmp_path: Path) -> None:
     path = make_zip(tmp_path / "job.zip", [(f"{i:x}", b"") for i in range(0x10000 + 5)], zipfile.ZIP_STORED)
     assert path.read_bytes().rfind(b"PK\x06\x06") > 0  # zipfile wrote a zip64 end record
-    with pytest.raises(ArchiveTooLarge, match="has 65541 entries, more than 31000 for at most 10000 pictures"):
+    with pytest.raises(
+        ArchiveTooLarge, match="has 65541 entries, more than 31000 for at most 10000 pictures"
+    ):
         open_archive(path)
