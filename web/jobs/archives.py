@@ -20,7 +20,9 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -34,6 +36,7 @@ MACOS_FOLDER = "__MACOSX"
 # Skip reasons (stable strings: they reach users in the job's `skipped` list, and tests compare them).
 PARENT_PATH = "its path goes up out of the archive ('..'): zip the pictures without parent folders"
 ABSOLUTE_PATH = "its path is absolute: zip the pictures with relative paths"
+CONTROL_CHARACTERS = "its name has control characters: rename it"
 SYMLINK = "a symbolic link, not a file: zip the picture itself"
 SPECIAL_FILE = "not a regular file"
 ENCRYPTED = "encrypted: zip the picture without a password"
@@ -126,6 +129,13 @@ class Picture:
     crc: int
     header_offset: int
 
+    def to_json(self) -> dict[str, str | int]:
+        return {field: getattr(self, field) for field in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Picture:
+        return cls(**{field: data[field] for field in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -143,15 +153,18 @@ class Archive:
     def __len__(self) -> int:
         return len(self.pictures)
 
+    @cached_property
+    def _by_path(self) -> dict[str, Picture]:
+        return {picture.path: picture for picture in self.pictures}
+
     def picture(self, path: str) -> Picture:
         """The picture at `path` (as listed), for a worker that was handed only the path."""
-        for picture in self.pictures:
-            if picture.path == path:
-                return picture
-        raise KeyError(path)
+        return self._by_path[path]
 
-    def read(self, picture: Picture) -> bytes:
+    def read(self, picture: Picture | str) -> bytes:
         """The picture's bytes, decompressed with a bound; `EntryError` if the entry lies or is corrupt."""
+        if isinstance(picture, str):
+            picture = self.picture(picture)
         with open(self.path, "rb") as fp:
             return b"".join(_decompress(fp, picture, self.limits.max_entry_bytes))
 
@@ -162,6 +175,25 @@ class Archive:
                 yield picture, self.read(picture)
             except EntryError as error:
                 yield picture, Skipped(picture.path, error.reason)
+
+    def to_json(self) -> dict[str, Any]:
+        """The listing for the job's state: workers rebuild it with `from_json`, without sniffing again."""
+        return {
+            "pictures": [picture.to_json() for picture in self.pictures],
+            "skipped": [skipped.to_json() for skipped in self.skipped],
+        }
+
+    @classmethod
+    def from_json(
+        cls, path: str | Path, data: dict[str, Any], limits: ArchiveLimits | None = None
+    ) -> Archive:
+        """The archive listed by `to_json` (trusted: it is the job's own state, not the upload)."""
+        return cls(
+            Path(path),
+            limits or ArchiveLimits(),
+            tuple(Picture.from_json(p) for p in data["pictures"]),
+            tuple(Skipped(s["file"], s["reason"]) for s in data["skipped"]),
+        )
 
 
 def open_archive(path: str | Path, limits: ArchiveLimits | None = None) -> Archive:
@@ -192,7 +224,7 @@ def open_archive(path: str | Path, limits: ArchiveLimits | None = None) -> Archi
         normalised, reason = _normalise(name)
         if normalised is None:
             if reason:
-                skipped.append(Skipped(name, reason))
+                skipped.append(Skipped(_printable(name), reason))
             continue
         reason = _entry_problem(info, limits)
         if reason is None and normalised in seen:
@@ -283,6 +315,8 @@ def _normalise(name: str) -> tuple[str | None, str | None]:
     (macOS stores decomposed names), so two spellings of one path are seen as duplicates.
     """
     text = unicodedata.normalize("NFC", name.replace("\\", "/"))
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        return None, CONTROL_CHARACTERS  # they would break the CSV, XML and logs the path goes into
     if text.startswith("/") or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
         return None, ABSOLUTE_PATH
     parts = [part for part in text.split("/") if part not in ("", ".")]
@@ -295,6 +329,10 @@ def _normalise(name: str) -> tuple[str | None, str | None]:
     if parts[-1].lower() in SYSTEM_FILES:
         return None, None
     return str(PurePosixPath(*parts)), None
+
+
+def _printable(name: str) -> str:
+    return "".join("\ufffd" if unicodedata.category(char) == "Cc" else char for char in name)
 
 
 def _entry_problem(info: zipfile.ZipInfo, limits: ArchiveLimits) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import struct
 import warnings
@@ -116,6 +117,7 @@ def test_hostile_names_and_entry_kinds_are_skipped_with_their_reason(tmp_path: P
             (".DS_Store", b"\x00\x00\x00\x01Bud1"),
             ("x/.hidden/p.jpg", good),
             ("x/Thumbs.db", b"junk"),
+            ("bad\nname.jpg", good),
             ("ok.jpg", good),
         ],
     )
@@ -141,6 +143,7 @@ def test_hostile_names_and_entry_kinds_are_skipped_with_their_reason(tmp_path: P
         "dup.jpg": archives.DUPLICATE,
         "x/same.jpg": archives.DUPLICATE,
         "café.jpg": archives.DUPLICATE,
+        "bad\ufffdname.jpg": archives.CONTROL_CHARACTERS,
     }
     assert archive.read(archive.picture("dup.jpg")) == good  # the first of the duplicates wins
 
@@ -259,3 +262,13 @@ def test_entry_count_past_65535_is_read_from_the_zip64_end_record(tmp_path: Path
         ArchiveTooLarge, match="has 65541 entries, more than 31000 for at most 10000 pictures"
     ):
         open_archive(path)
+
+
+def test_a_listing_kept_as_json_reads_the_same_pictures(tmp_path: Path) -> None:
+    entries = [(f"{i}.png", picture("PNG", seed=i)) for i in range(3)] + [("n.jpg", b"text")]
+    archive = open_archive(make_zip(tmp_path / "job.zip", entries))
+    kept = json.loads(json.dumps(archive.to_json()))
+    again = archives.Archive.from_json(archive.path, kept, archive.limits)
+    assert again == archive
+    assert again.read("1.png") == dict(entries)["1.png"]
+    assert kept["skipped"] == [{"file": "n.jpg", "reason": archives.NOT_A_PICTURE}]

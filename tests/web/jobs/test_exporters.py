@@ -23,7 +23,7 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from web.jobs.exporters import RESULT_FILES, ExportSet, Omitted, write_exports
+from web.jobs.exporters import RESULT_FILES, ExportSet, Omitted, remove_temporaries, write_exports
 from web.jobs.exporters.label_studio import ControlNames, brush_rle_to_mask, label_config
 
 LABELS = {1: "circle", 2: "square", 3: "triangle"}
@@ -303,6 +303,14 @@ def test_nothing_appears_until_close_and_nothing_stays_after_a_failure(tmp_path:
     with pytest.raises(RuntimeError, match="the worker died"):
         write_exports(records(), failed, LABELS)
     assert list(failed.iterdir()) == []
+
+    # A worker killed outright leaves its temporary files; the next writer clears them and starts over.
+    killed = ExportSet(tmp_path / "killed", LABELS)
+    killed.add(RECORDS[0])
+    left = sorted(p.name for p in (tmp_path / "killed").iterdir())
+    assert len(left) == len(RESULT_FILES) + 1  # coco.json: two spools now, its own file only at close
+    assert sorted(p.name for p in remove_temporaries(tmp_path / "killed")) == left
+    assert list((tmp_path / "killed").iterdir()) == []
 
 
 def test_two_pictures_with_one_stem_keep_the_first_label_file(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from web.jobs.exporters.base import AtomicFile, Exporter, LabelMap, Omitted, Record
+from web.jobs.exporters.base import AtomicFile, Exporter, LabelMap, Omitted, Record, remove_temporaries
 from web.jobs.exporters.coco import CocoExporter
 from web.jobs.exporters.csv_table import CsvExporter
 from web.jobs.exporters.jsonl import JsonLinesExporter
@@ -100,5 +100,5 @@ def write_exports(
 __all__ = [
     "EXPORTERS", "RESULT_FILES", "AtomicFile", "CocoExporter", "CsvExporter", "ExportSet", "Exporter",
     "JsonLinesExporter", "LabelMap", "LabelStudioExporter", "Omitted", "Record", "VocExporter",
-    "YoloExporter", "write_exports",
+    "YoloExporter", "remove_temporaries", "write_exports",
 ]  # fmt: skip

@@ -102,6 +102,14 @@ class AtomicFile:
         self.temp.unlink(missing_ok=True)
 
 
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder`, before the results are written again."""
+    removed = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
 def zip_text(zf: zipfile.ZipFile, name: str, text: str) -> None:
     """Add a text member with a fixed timestamp and mode, so the zip's bytes depend only on its content."""
     info = zipfile.ZipInfo(name, ZIP_DATE)
