@@ -156,7 +156,7 @@ def test_encrypted_entries_are_skipped(tmp_path: Path) -> None:
     assert [p.path for p in archive.pictures] == ["open.jpg"]
 
 
-def test_bomb_with_a_lying_header_stops_one_byte_past_the_declared_size(tmp_path: Path) -> None:
+def test_bomb_with_a_lying_header_passes_the_listing_and_is_skipped_when_read(tmp_path: Path) -> None:
     bomb = picture()[:600] + bytes(
         20 * 1024 * 1024
     )  # JPEG magic, then 20 MiB of zeros (about 20 KiB deflated)
@@ -167,6 +167,11 @@ def test_bomb_with_a_lying_header_stops_one_byte_past_the_declared_size(tmp_path
     with pytest.raises(EntryError) as caught:
         archive.read(archive.picture("bomb.jpg"))
     assert caught.value.reason == archives.LARGER_THAN_DECLARED
+    produced = []
+    with pytest.raises(EntryError), open(path, "rb") as fp:
+        for chunk in archives._decompress(fp, archive.picture("bomb.jpg"), archive.limits.max_entry_bytes):
+            produced.append(len(chunk))
+    assert sum(produced) <= 4096  # what was handed out never passed the declared size
     results = dict(archive.iter_pictures())
     assert results[archive.picture("bomb.jpg")] == Skipped("bomb.jpg", archives.LARGER_THAN_DECLARED)
     assert isinstance(results[archive.picture("ok.jpg")], bytes)
