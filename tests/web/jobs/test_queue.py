@@ -5,226 +5,22 @@ the picture's bytes: the queue, the claims and the recovery are what is under te
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from tests.support.model_server import free_port
 from tests.web.jobs import fake_model
+from tests.web.jobs.queue_helpers import jpeg, make_zip, new_job, result_lines, wait_for, wait_until_ended
 from web.jobs.config import JobSettings
 from web.jobs.exporters import RESULT_FILES
-from web.jobs.queue import JobQueue, make_huey
+from web.jobs.queue import make_huey
 from web.jobs.runner import CLAIM_QUEUED, CLAIM_RUNNING
 from web.jobs.store import FINISH, Claim, JobNotFound, JobStore
-
-REPO = Path(__file__).resolve().parents[3]
-PREDICTOR = "tests.web.jobs.fake_model:Predictor"
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def jpeg(seed: int, size: tuple[int, int] = (24, 16)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def make_zip(path: Path, pictures: int, extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
-    """A zip of `pictures` JPEGs in two folders (plus `extra` entries); {path: bytes} of the pictures."""
-    files = {f"{'a' if i % 2 else 'b/c'}/pic_{i:03d}.jpg": jpeg(i) for i in range(pictures)}
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in {**files, **(extra or {})}.items():
-            zf.writestr(name, data)
-    return files
-
-
-# -- servers and workers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port (Debian's package; `make test` installs it)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: apt-get install -y redis-server (make test installs it)"
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen(
-        [*args, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-
-        def ping() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                assert process.poll() is None, "redis-server exited at start"
-                return False
-
-        wait_for(ping, 20, "redis-server to answer PING")
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest) -> str | None:
-    """The queue URL: None (embedded SQLite) or the test redis-server's."""
-    return request.getfixturevalue("redis_url") if request.param == "redis" else None
-
-
-def job_settings(tmp_path: Path, queue_url: str | None, **overrides) -> JobSettings:
-    base = JobSettings(
-        jobs_folder=tmp_path / "jobs",
-        queue_url=queue_url,
-        chunk_size=8,
-        worker_threads=2,
-        in_flight=2,
-        stale_s=2.0,
-        reclaim_interval_s=0.3,
-        retries=2,
-        retry_backoff_s=0.05,
-        poll_s=0.1,
-    )
-    return replace(base, **overrides)
-
-
-@pytest.fixture()
-def make_queue(tmp_path: Path) -> Iterator[Callable[..., JobQueue]]:
-    made: list[JobQueue] = []
-
-    def factory(queue_url: str | None, **overrides) -> JobQueue:
-        queue = JobQueue(job_settings(tmp_path, queue_url, **overrides))
-        queue.huey.flush()  # the session's redis-server is shared by the tests
-        made.append(queue)
-        return queue
-
-    yield factory
-    for queue in made:
-        queue.huey.flush()
-
-
-class Workers:
-    """`python -m web.worker` subprocesses for one queue; all killed at the end of the test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.calls = tmp_path / "calls.log"
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, settings: JobSettings, **env: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"worker-{len(self.processes)}.log", "wb")
-        environ = {
-            **os.environ,
-            **settings.to_env(),
-            "JOB_PREDICTOR": PREDICTOR,
-            "FAKE_MODEL_CALLS": str(self.calls),
-            "PYTHONPATH": str(REPO),
-            **env,
-        }
-        if settings.queue_url is None:
-            environ.pop("JOB_QUEUE_URL", None)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "web.worker", "--log-level", "INFO"],
-            cwd=REPO,
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def calls_by(self) -> list[tuple[int, str]]:
-        if not self.calls.exists():
-            return []
-        lines = self.calls.read_text().splitlines()
-        return [(int(pid), name) for pid, name in (line.split(" ", 1) for line in lines)]
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("worker-*.log")))
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-@pytest.fixture()
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(tmp_path)
-    yield pool
-    pool.stop_all()
-
-
-def new_job(queue: JobQueue, tmp_path: Path, pictures: int, extra: dict[str, bytes] | None = None):
-    upload = queue.store.incoming()
-    files = make_zip(upload, pictures, extra)
-    job = queue.create(model="shapes", archive=upload, options={"min_score": 0.3})
-    return job, files
-
-
-def wait_until_ended(queue: JobQueue, job_id: str, timeout: float, workers: Workers) -> list[int]:
-    """Wait for the job to end; the progress values seen on the way."""
-    seen: list[int] = []
-
-    def ended() -> bool:
-        job = queue.store.get(job_id)
-        seen.append(job.progress["done"])
-        return job.terminal
-
-    try:
-        wait_for(ended, timeout, f"job {job_id} to end")
-    except AssertionError:
-        raise AssertionError(
-            f"job did not end: {queue.store.get(job_id)}\n{workers.logs()[-4000:]}"
-        ) from None
-    return seen
-
-
-def result_lines(queue: JobQueue, job_id: str) -> list[dict]:
-    path = queue.store.result_path(job_id, "predictions.jsonl")
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
 
 # -- the tests ---------------------------------------------------------------------------------------
 
