@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) -> int:
-    """Run one worker until SIGINT (graceful: running chunks end first) or SIGTERM (at once)."""
+    """Run one worker until SIGTERM or SIGINT (graceful: running chunks end first, see JobQueue.consumer)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

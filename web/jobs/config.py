@@ -27,12 +27,15 @@ class JobSettings:
     max_backoff_s: float = 30.0  # JOB_MAX_BACKOFF_S
     retention_s: float = 7 * 24 * 3600.0  # JOB_RETENTION_S: ended jobs are deleted this long after
     poll_s: float = 1.0  # JOB_QUEUE_POLL_S: longest wait of an idle worker between looks at the SQLite queue
+    shutdown_timeout_s: float = (
+        20.0  # JOB_SHUTDOWN_TIMEOUT_S: on SIGTERM, running chunks get this long to end
+    )
 
     def __post_init__(self) -> None:
         for name in ("chunk_size", "worker_threads", "in_flight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_NAMES[name]} must be at least 1, not {getattr(self, name)}")
-        for name in ("stale_s", "reclaim_interval_s", "retention_s", "poll_s"):
+        for name in ("stale_s", "reclaim_interval_s", "retention_s", "poll_s", "shutdown_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{ENV_NAMES[name]} must be a positive number of seconds")
         if self.retries < 0 or self.retry_backoff_s < 0 or self.max_backoff_s < 0:
@@ -85,4 +88,5 @@ ENV_NAMES = {
     "max_backoff_s": "JOB_MAX_BACKOFF_S",
     "retention_s": "JOB_RETENTION_S",
     "poll_s": "JOB_QUEUE_POLL_S",
+    "shutdown_timeout_s": "JOB_SHUTDOWN_TIMEOUT_S",
 }

@@ -114,7 +114,11 @@ class JobQueue:
         )
 
     def consumer(self, workers: int | None = None) -> Consumer:
-        """A Huey consumer with `workers` threads (default JOB_WORKER_THREADS) running this queue's tasks."""
+        """A Huey consumer with `workers` threads (default JOB_WORKER_THREADS) running this queue's tasks.
+
+        SIGTERM (what Docker and Kubernetes send) stops it gracefully: no new chunk starts, running ones get
+        JOB_SHUTDOWN_TIMEOUT_S to end; one cut short then is queued again by `reclaim`. SIGINT also.
+        """
         poll = self.settings.poll_s
         return self.huey.create_consumer(
             workers=workers or self.settings.worker_threads,
@@ -124,4 +128,6 @@ class JobQueue:
             backoff=1.5,
             max_delay=poll,
             check_worker_health=True,
+            graceful_signal="TERM",
+            shutdown_timeout=self.settings.shutdown_timeout_s,
         )

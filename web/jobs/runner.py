@@ -223,7 +223,7 @@ class Runner:
                 except _JobFailed as failure:
                     self.fail(job_id, str(failure))
                     return
-                self.store.update(job_id, lambda j: j.advance(index, len(lines)))
+                self.store.update(job_id, lambda j: _chunk_done(j, index, lines))
             if all(self.store.chunk_finished(job_id, i) for i in range(job.chunks)):
                 self.finish(job_id)
         except (JobNotFound, FileNotFoundError):
@@ -510,6 +510,17 @@ def mark_submitted(store: JobStore, job: Job, now: float | None = None) -> None:
     moment = time.time() if now is None else now
     for index in range(job.chunks):
         store.write_claim(job.id, index, Claim("submit", CLAIM_QUEUED, moment))
+
+
+def _chunk_done(job: Job, index: int, lines: list[dict[str, Any]]) -> None:
+    """Count the chunk's pictures and list its skipped ones now (the job JSON shows them as it runs)."""
+    job.advance(index, len(lines))
+    known = {item["file"] for item in job.skipped}
+    job.skipped.extend(
+        {"file": line["file"], "reason": line["skipped"]}
+        for line in lines
+        if "skipped" in line and line["file"] not in known
+    )
 
 
 def _jsonl(lines: list[dict[str, Any]]) -> bytes:
