@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from web.jobs.config import JobSettings
 from web.jobs.queue import JobQueue
-from web.jobs.runner import HttpPredictor, Predictor
+from web.jobs.runner import Finisher, HttpPredictor, Predictor
 
 log = logging.getLogger("web.worker")
 
@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    predictor: Predictor | None = None,
+    finishers: Mapping[str, Finisher] | None = None,
+) -> int:
     """Run one worker until SIGTERM or SIGINT (graceful: running chunks end first, see JobQueue.consumer)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None, predictor: Predictor | None = None) 
     )
     try:
         settings = JobSettings.from_env()
-        queue = JobQueue(settings, predictor or default_predictor())
+        queue = JobQueue(settings, predictor or default_predictor(), finishers=finishers)
     except (ValueError, ImportError, AttributeError) as error:
         print(f"web.worker: {error}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from huey import Huey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from web.jobs.config import JobSettings
-from web.jobs.runner import Predictor, Runner, mark_submitted, reclaim
+from web.jobs.runner import Finisher, Predictor, Runner, mark_submitted, reclaim
 from web.jobs.store import Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,16 @@ class JobQueue:
     `predictor` is needed only where tasks run (a worker); the gateway leaves it None.
     """
 
-    def __init__(self, settings: JobSettings, predictor: Predictor | None = None, huey: Huey | None = None):
+    def __init__(
+        self,
+        settings: JobSettings,
+        predictor: Predictor | None = None,
+        huey: Huey | None = None,
+        finishers: Mapping[str, Finisher] | None = None,
+    ):
+        """`finishers`: result writers by job kind, besides the predict job's (see runner.Assembly)."""
         self.settings = settings
+        self.finishers = dict(finishers or {})
         self.store = JobStore(settings.jobs_folder)
         self.huey = huey or make_huey(settings.queue_url, settings.jobs_folder)
         self.predictor = predictor
@@ -64,7 +73,7 @@ class JobQueue:
             if self._runner is None:
                 if self.predictor is None:
                     raise RuntimeError("this JobQueue has no predictor: only workers run job tasks")
-                self._runner = Runner(self.store, self.settings, self.predictor)
+                self._runner = Runner(self.store, self.settings, self.predictor, self.finishers)
             return self._runner
 
     def _register_tasks(self) -> None:

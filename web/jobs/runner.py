@@ -20,6 +20,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -27,6 +28,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -109,7 +111,7 @@ def is_stale(claim: Claim, now: float, stale_s: float, pending: int) -> bool:
     return pending == 0 and now - claim.at > stale_s
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The job was cancelled, failed or deleted, or another worker took the chunk over: stop quietly."""
 
 
@@ -198,8 +200,16 @@ class _Heartbeat:
 class Runner:
     """Runs chunks and finish steps of the jobs in `store` with `predictor`; one per worker process."""
 
-    def __init__(self, store: JobStore, settings: JobSettings, predictor: Predictor) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: JobSettings,
+        predictor: Predictor,
+        finishers: Mapping[str, Finisher] | None = None,
+    ) -> None:
+        """`finishers` by job kind write the results (default: FINISHERS, the predict job's exports)."""
         self.store, self.settings, self.predictor = store, settings, predictor
+        self.finishers: dict[str, Finisher] = {**FINISHERS, **(finishers or {})}
 
     # -- one chunk -----------------------------------------------------------------------------------
 
@@ -218,7 +228,7 @@ class Runner:
                     with _Heartbeat(self.store, job_id, index, me, self.settings.heartbeat_s, watch) as beat:
                         lines = self._predict_chunk(job, index, watch, beat)
                         write_atomic(self.store.chunk_path(job_id, index), _jsonl(lines))
-                except _Stopped:
+                except Stopped:
                     return
                 except _JobFailed as failure:
                     self.fail(job_id, str(failure))
@@ -262,7 +272,7 @@ class Runner:
 
         def one(picture: Picture) -> dict[str, Any]:
             if watch.stopped():  # checked before each picture: a cancel stops the chunk within a picture
-                raise _Stopped
+                raise Stopped
             try:
                 data = archive.read(picture)
             except EntryError as error:
@@ -305,9 +315,9 @@ class Runner:
                 delay = min(settings.retry_backoff_s * 2**attempt, settings.max_backoff_s)
                 log.warning("job %s: %s, trying %s again in %.2f s", job.id, error, file_name, delay)
                 if watch.sleep(delay):
-                    raise _Stopped from None
+                    raise Stopped from None
                 continue
-            except (PictureError, _Stopped):
+            except (PictureError, Stopped):
                 raise
             except JobError as error:
                 raise _JobFailed(str(error)) from None
@@ -363,41 +373,23 @@ class Runner:
                     yield json.loads(line)
 
     def _assemble(self, job: Job, watch: _Watch) -> None:
-        if job.kind != "predict":
-            raise _JobFailed(f"this worker cannot finish {job.kind!r} jobs yet")
-        labels = dict(job.labels)
-        first_version = None
-        if not labels:  # no label map given: the labels the model answered with
-            for line in self._records(job):
-                for detection in (line.get("prediction") or {}).get("detections") or ():
-                    if "class_id" in detection and "label" in detection:
-                        labels.setdefault(int(detection["class_id"]), str(detection["label"]))
+        finisher = self.finishers.get(job.kind)
+        if finisher is None:
+            raise _JobFailed(f"this worker cannot finish {job.kind!r} jobs")
         folder = self.store.results_folder(job.id)
         remove_temporaries(folder)
-        files = list(job.exports.get("files") or RESULT_FILES)
-        with self.store.locked(job.id):  # a delete cannot slip in between the check and the files' creation
-            exports = ExportSet(folder, labels, files, job.exports.get("options"))
-        skipped: list[dict[str, str]] = []
+        assembly = Assembly(job, folder, lambda: self._records(job), watch.stopped)
         try:
-            for count, line in enumerate(self._records(job)):
-                if count % 64 == 0 and watch.stopped():
-                    raise _Stopped
-                if "prediction" in line:
-                    prediction = line["prediction"]
-                    if first_version is None:
-                        first_version = (prediction.get("model") or {}).get("version")
-                    exports.add({**prediction, "file": line["file"]})
-                else:
-                    skipped.append({"file": line["file"], "reason": line["skipped"]})
-            written = exports.close()
-        except _Stopped:
-            exports.abort()
+            written = dict(finisher(assembly))
+        except Stopped:
+            self._remove_if_deleted(job.id)
             return
-        except BaseException:
-            exports.abort()
-            raise
-        omitted = [{"file": item.file, "reason": item.reason} for item in exports.omitted]
         listed = [item.to_json() for item in self.store.archive(job).skipped]
+        skipped = [
+            {"file": line["file"], "reason": line["skipped"]}
+            for line in assembly.lines()
+            if "skipped" in line
+        ]
 
         def change(current: Job) -> bool:
             if current.status != RUNNING:
@@ -405,18 +397,78 @@ class Runner:
             current.status = SUCCEEDED
             current.results = list(written)
             current.skipped = sorted([*listed, *skipped], key=lambda item: item["file"])
-            current.omitted = omitted
+            current.omitted = assembly.omitted
             current.progress["done"] = current.total
             current.chunk_done = [len(current.chunk_range(i)) for i in range(current.chunks)]
-            if current.model.get("version") is None and first_version is not None:
-                current.model["version"] = first_version
+            if current.model.get("version") is None and assembly.model_version is not None:
+                current.model["version"] = assembly.model_version
             current.finished = now_iso()
             return True
 
-        job = self.store.update(job.id, change)
+        try:
+            job = self.store.update(job.id, change)
+        except JobNotFound:
+            self._remove_if_deleted(job.id)
+            return
         if job.status != SUCCEEDED:
             for path in written.values():
                 path.unlink(missing_ok=True)
+
+    def _remove_if_deleted(self, job_id: str) -> None:
+        """A job deleted while it was assembled: remove what the finisher re-created of its folder."""
+        folder = self.store.folder(job_id)
+        if not (folder / "job.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class Assembly:
+    """What a finisher gets: the job, its results folder, its chunk records in picture order, a stop check.
+
+    `lines()` yields {"file", "prediction"} or {"file", "skipped"} per picture; a finisher writes its result
+    files into `folder` (whole or not at all), returns {file name: path}, and raises `Stopped` when
+    `stopped()` says the job was cancelled or deleted.
+    """
+
+    job: Job
+    folder: Path
+    read_lines: Callable[[], Iterator[dict[str, Any]]]
+    stopped: Callable[[], bool]
+    omitted: list[dict[str, str]] = field(default_factory=list)  # pictures one format could not hold
+    model_version: int | None = None  # the version that answered, when the job asked for the latest
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        return self.read_lines()
+
+
+Finisher = Callable[[Assembly], Mapping[str, Path]]
+
+
+def export_predictions(assembly: Assembly) -> dict[str, Path]:
+    """The predict job's finisher: every result file of web.jobs.exporters, records in picture order."""
+    job = assembly.job
+    labels = dict(job.labels)
+    if not labels:  # no label map given: the labels the model answered with
+        for line in assembly.lines():
+            for detection in (line.get("prediction") or {}).get("detections") or ():
+                if "class_id" in detection and "label" in detection:
+                    labels.setdefault(int(detection["class_id"]), str(detection["label"]))
+    files = list(job.exports.get("files") or RESULT_FILES)
+    with ExportSet(assembly.folder, labels, files, job.exports.get("options")) as exports:
+        for count, line in enumerate(assembly.lines()):
+            if count % 64 == 0 and assembly.stopped():
+                raise Stopped
+            if "prediction" in line:
+                prediction = line["prediction"]
+                if assembly.model_version is None:
+                    assembly.model_version = (prediction.get("model") or {}).get("version")
+                exports.add({**prediction, "file": line["file"]})
+        written = exports.close()
+        assembly.omitted = [{"file": item.file, "reason": item.reason} for item in exports.omitted]
+    return written
+
+
+FINISHERS: dict[str, Finisher] = {"predict": export_predictions}
 
 
 # -- recovering lost work ------------------------------------------------------------------------------

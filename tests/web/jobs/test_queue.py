@@ -15,7 +15,15 @@ from collections import Counter
 import pytest
 
 from tests.web.jobs import fake_model
-from tests.web.jobs.queue_helpers import jpeg, make_zip, new_job, result_lines, wait_for, wait_until_ended
+from tests.web.jobs.queue_helpers import (
+    job_settings,
+    jpeg,
+    make_zip,
+    new_job,
+    result_lines,
+    wait_for,
+    wait_until_ended,
+)
 from web.jobs.config import JobSettings
 from web.jobs.exporters import RESULT_FILES
 from web.jobs.queue import make_huey
@@ -321,3 +329,32 @@ def test_sigterm_lets_running_chunks_end_and_another_worker_takes_over(make_queu
     assert [line["file"] for line in result_lines(queue, job.id)] == sorted(files)
     calls = Counter(name for _, name in workers.calls_by())
     assert set(calls) == set(files) and set(calls.values()) == {1}  # nothing predicted twice
+
+
+def test_other_job_kinds_get_their_own_finisher_and_unknown_ones_fail(tmp_path):
+    from web.jobs.runner import Assembly, Runner
+
+    settings = job_settings(tmp_path, None, chunk_size=2)
+    store = JobStore(settings.jobs_folder)
+    seen: list[str] = []
+
+    def report(assembly: Assembly) -> dict:
+        seen.extend(line["file"] for line in assembly.lines())
+        path = assembly.folder / "report.json"
+        path.write_text(json.dumps({"images": len(seen)}))
+        return {"report.json": path}
+
+    runner = Runner(store, settings, fake_model.Predictor(), finishers={"evaluate": report})
+    jobs = {}
+    for kind in ("evaluate", "video"):
+        upload = store.incoming()
+        files = make_zip(upload, 5)
+        jobs[kind] = store.create(model="shapes", archive=upload, kind=kind, chunk_size=2)
+        for index in reversed(range(jobs[kind].chunks)):  # in any order: the last one to end finishes
+            runner.run_chunk(jobs[kind].id, index)
+    evaluated = store.get(jobs["evaluate"].id)
+    assert evaluated.status == "succeeded" and evaluated.results == ["report.json"]
+    assert seen == sorted(files)  # the records in picture order
+    assert json.loads(store.result_path(evaluated.id, "report.json").read_text()) == {"images": 5}
+    video = store.get(jobs["video"].id)
+    assert video.status == "failed" and video.error == "this worker cannot finish 'video' jobs"
