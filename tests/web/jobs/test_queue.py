@@ -358,3 +358,14 @@ def test_other_job_kinds_get_their_own_finisher_and_unknown_ones_fail(tmp_path):
     assert json.loads(store.result_path(evaluated.id, "report.json").read_text()) == {"images": 5}
     video = store.get(jobs["video"].id)
     assert video.status == "failed" and video.error == "this worker cannot finish 'video' jobs"
+
+
+def test_progress_grows_within_a_chunk(make_queue, workers, tmp_path):
+    queue = make_queue(None, chunk_size=40)
+    job, _files = new_job(queue, tmp_path, 40)  # one chunk: about 2 s at 2 in flight, 0.1 s each
+    queue.submit(job)
+    workers.start(queue.settings, FAKE_MODEL_DELAY_S="0.1")
+    seen = wait_until_ended(queue, job.id, 60, workers)
+    assert queue.store.get(job.id).status == "succeeded"
+    assert any(0 < done < 40 for done in seen), "progress moved only when the chunk ended"
+    assert seen == sorted(seen) and seen[-1] == 40
