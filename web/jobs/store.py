@@ -252,7 +252,7 @@ class JobStore:
             (staging / "results").mkdir()
             (staging / "lock").touch()
             zip_path = staging / "input.zip"
-            os.replace(archive, zip_path)
+            shutil.move(archive, zip_path)  # a rename when the upload is on the same file system
             listing = open_archive(zip_path, limits)
             write_atomic(
                 staging / "listing.json",
