@@ -49,3 +49,30 @@ def test_an_unreachable_gateway_fails_the_job_with_the_reason(make_queue, worker
     failed = queue.store.get(job.id)
     assert failed.status == "failed"
     assert f"cannot reach the gateway at {nobody}" in failed.error and "tried 2 times" in failed.error
+
+
+def test_with_api_keys_the_worker_sends_its_key(
+    convention_server: str, convention_models: Path, make_queue, workers, tmp_path: Path
+) -> None:
+    queue = make_queue(None)
+    settings = {
+        "TF_SERVING_ADDRESS": convention_server,
+        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "API_KEYS": "worker-key,other-key",
+        "SECRET_KEY": "s" * 32,
+    }
+    with running_gateway(tmp_path / "gateway", **settings) as base:
+        refused = new_job_from(queue, {"a.jpg": solid(64, 48)}, model="od_uint8")
+        queue.submit(refused)
+        keyless = workers.start(queue.settings, predictor=None, GATEWAY_URL=base)
+        wait_until_ended(queue, refused.id, 60, workers)
+        failed = queue.store.get(refused.id)
+        assert failed.status == "failed" and "HTTP 401" in failed.error and "JOB_API_KEY" in failed.error
+        keyless.terminate()
+        keyless.wait(15)
+
+        accepted = new_job_from(queue, {"a.jpg": solid(64, 48)}, model="od_uint8")
+        queue.submit(accepted)
+        workers.start(queue.settings, predictor=None, GATEWAY_URL=base, JOB_API_KEY="worker-key")
+        wait_until_ended(queue, accepted.id, 60, workers)
+    assert queue.store.get(accepted.id).status == "succeeded"
