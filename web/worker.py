@@ -1,10 +1,12 @@
 """`python -m web.worker`: one job worker, a Huey consumer with several threads, for the configured queue.
 
 Run as many as you like, on any machines that share JOBS_FOLDER and (for more than one machine) a
-JOB_QUEUE_URL=redis://... queue. Each picture is predicted by JOB_PREDICTOR (`module:attribute`, a
-Predictor class or instance) or, by default, by the gateway's own predict API at GATEWAY_URL with
-JOB_API_KEY. At start, and every JOB_RECLAIM_INTERVAL_S, the worker queues again the chunks that a
-killed worker left behind.
+JOB_QUEUE_URL=redis://... queue. Each picture goes through the gateway's own one-picture pipeline in
+this process (`web.jobs.predictor`: same settings as the gateway, its own gRPC channel to
+TF_SERVING_ADDRESS), or through JOB_PREDICTOR (`module:attribute`, a Predictor class, factory or
+instance; `web.jobs.runner:HttpPredictor` posts each picture to a gateway at GATEWAY_URL with
+JOB_API_KEY instead). At start, and every JOB_RECLAIM_INTERVAL_S, the worker queues again the chunks
+that a killed worker left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Mapping, Sequence
 
 from web.jobs.config import JobSettings
 from web.jobs.queue import JobQueue
-from web.jobs.runner import Finisher, HttpPredictor, Predictor
+from web.jobs.runner import Finisher, Predictor
+from web.settings import SettingsError
 
 log = logging.getLogger("web.worker")
 
@@ -31,7 +34,9 @@ def load_predictor(spec: str) -> Predictor:
     if not module_name or not attribute:
         raise ValueError(f"JOB_PREDICTOR must be module:attribute, not {spec!r}")
     target = getattr(importlib.import_module(module_name), attribute)
-    if isinstance(target, type) or (callable(target) and not hasattr(target, "predict")):
+    if isinstance(target, type) and hasattr(target, "from_env"):
+        target = target.from_env()
+    elif isinstance(target, type) or (callable(target) and not hasattr(target, "predict")):
         target = target()
     predictor = target
     if not hasattr(predictor, "predict"):
@@ -40,9 +45,15 @@ def load_predictor(spec: str) -> Predictor:
 
 
 def default_predictor(env: Mapping[str, str] | None = None) -> Predictor:
+    """JOB_PREDICTOR's, else the gateway's pipeline in this process (settings from the environment)."""
     env = os.environ if env is None else env
     spec = env.get("JOB_PREDICTOR", "").strip()
-    return load_predictor(spec) if spec else HttpPredictor.from_env(env)
+    if spec:
+        return load_predictor(spec)
+    from web.jobs.predictor import GatewayPredictor  # the pipeline: imported only where it runs
+    from web.settings import Settings
+
+    return GatewayPredictor(Settings.load(env))
 
 
 def _reclaim_forever(queue: JobQueue, stop: threading.Event) -> None:
@@ -82,7 +93,7 @@ def main(
     try:
         settings = JobSettings.from_env()
         queue = JobQueue(settings, predictor or default_predictor(), finishers=finishers)
-    except (ValueError, ImportError, AttributeError) as error:
+    except (ValueError, ImportError, AttributeError, SettingsError) as error:
         print(f"web.worker: {error}", file=sys.stderr)
         return 2
     if args.workers is not None and args.workers < 1:

@@ -1,5 +1,6 @@
-"""The worker's default predictor end to end: `python -m web.worker` posting each picture of a job to the
-gateway's own predict API (gunicorn in front of the local model server over real gRPC)."""
+"""The HTTP predictor end to end: `python -m web.worker` with JOB_PREDICTOR=web.jobs.runner:HttpPredictor
+posting each picture of a job to a gateway's predict API (gunicorn in front of the local model server
+over real gRPC)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from tests.support.model_server import free_port
 from tests.web.helpers import solid
 from tests.web.jobs.queue_helpers import new_job_from, result_lines, wait_until_ended
 
+HTTP = "web.jobs.runner:HttpPredictor"
+
 
 def test_a_job_through_the_gateways_predict_api(
-    convention_server: str, convention_models: Path, make_queue, workers, tmp_path: Path
+    signature_server: str, signature_models: Path, make_queue, workers, tmp_path: Path
 ) -> None:
     queue = make_queue(None)
     pictures = {f"grey/{i}.jpg": solid(320, 240, (90 + i, 100, 110)) for i in range(3)}
@@ -20,11 +23,11 @@ def test_a_job_through_the_gateways_predict_api(
     job = new_job_from(queue, {**pictures, **broken}, model="od_uint8", options={"min_score": 0.0})
     queue.submit(job)
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
     }
     with running_gateway(tmp_path / "gateway", **settings) as base:
-        workers.start(queue.settings, predictor=None, GATEWAY_URL=base)
+        workers.start(queue.settings, predictor=HTTP, GATEWAY_URL=base)
         wait_until_ended(queue, job.id, 120, workers)
     done = queue.store.get(job.id)
     assert done.status == "succeeded", done.error
@@ -33,7 +36,7 @@ def test_a_job_through_the_gateways_predict_api(
     for line in lines:
         assert line["model"]["name"] == "od_uint8"
         assert line["image"] == {"width": 320, "height": 240}
-        assert len(line["detections"]) == 3  # the convention model's three boxes at min_score 0
+        assert len(line["detections"]) == 3  # the signature model's three boxes at min_score 0
     assert done.model["version"] == lines[0]["model"]["version"]
     (skipped,) = done.to_json()["skipped"]
     assert skipped["file"] == "broken.jpg" and skipped["reason"]
@@ -44,7 +47,7 @@ def test_an_unreachable_gateway_fails_the_job_with_the_reason(make_queue, worker
     job = new_job_from(queue, {"a.jpg": solid(32, 24)}, model="od_uint8")
     queue.submit(job)
     nobody = f"http://127.0.0.1:{free_port()}"
-    workers.start(queue.settings, predictor=None, GATEWAY_URL=nobody)
+    workers.start(queue.settings, predictor=HTTP, GATEWAY_URL=nobody)
     wait_until_ended(queue, job.id, 60, workers)
     failed = queue.store.get(job.id)
     assert failed.status == "failed"
@@ -52,19 +55,19 @@ def test_an_unreachable_gateway_fails_the_job_with_the_reason(make_queue, worker
 
 
 def test_with_api_keys_the_worker_sends_its_key(
-    convention_server: str, convention_models: Path, make_queue, workers, tmp_path: Path
+    signature_server: str, signature_models: Path, make_queue, workers, tmp_path: Path
 ) -> None:
     queue = make_queue(None)
     settings = {
-        "TF_SERVING_ADDRESS": convention_server,
-        "MODEL_CONFIG_FILE": convention_models / "models.config",
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": signature_models / "models.config",
         "API_KEYS": "worker-key,other-key",
         "SECRET_KEY": "s" * 32,
     }
     with running_gateway(tmp_path / "gateway", **settings) as base:
         refused = new_job_from(queue, {"a.jpg": solid(64, 48)}, model="od_uint8")
         queue.submit(refused)
-        keyless = workers.start(queue.settings, predictor=None, GATEWAY_URL=base)
+        keyless = workers.start(queue.settings, predictor=HTTP, GATEWAY_URL=base)
         wait_until_ended(queue, refused.id, 60, workers)
         failed = queue.store.get(refused.id)
         assert failed.status == "failed" and "HTTP 401" in failed.error and "JOB_API_KEY" in failed.error
@@ -73,6 +76,6 @@ def test_with_api_keys_the_worker_sends_its_key(
 
         accepted = new_job_from(queue, {"a.jpg": solid(64, 48)}, model="od_uint8")
         queue.submit(accepted)
-        workers.start(queue.settings, predictor=None, GATEWAY_URL=base, JOB_API_KEY="worker-key")
+        workers.start(queue.settings, predictor=HTTP, GATEWAY_URL=base, JOB_API_KEY="worker-key")
         wait_until_ended(queue, accepted.id, 60, workers)
     assert queue.store.get(accepted.id).status == "succeeded"
