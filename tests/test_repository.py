@@ -99,13 +99,18 @@ def test_tf_server_stands_alone() -> None:
 
 # The gateway's layers, lowest first: a module imports only from its own layer or below.
 LAYERS = (
-    ("web.settings", "web.errors", "web.options", "web.domain", "web.metrics", "web.storage"),
+    # web.jobs.config: the job settings, stdlib only, part of web.settings
+    (
+        *("web.settings", "web.jobs.config", "web.errors", "web.options"),
+        *("web.domain", "web.metrics", "web.storage"),
+    ),
     ("web.serving",),
     ("web.reading",),
     ("web.pipeline",),
     ("web.gateway",),
+    ("web.jobs",),
     ("web.http",),
-    ("web", "web.client"),
+    ("web", "web.client", "web.worker"),
 )
 
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from web.jobs.config import ENV_NAMES as JOB_ENV_NAMES
+from web.jobs.config import JobSettings
+
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 
 
 class SettingsError(ValueError):
@@ -43,6 +47,11 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     trusted_proxies: int = 0
     config_recheck_s: float = 1.0
+    max_job_upload_bytes: int = 2 * GIB
+    max_job_pictures: int = 10_000
+    jobs_disk_budget_bytes: int = 20 * GIB
+    # JOBS_FOLDER, JOB_QUEUE_URL and the JOB_* tuning of the workers (web/jobs/config.py)
+    jobs: JobSettings = field(default_factory=JobSettings)
 
     @classmethod
     def load(
@@ -51,10 +60,14 @@ class Settings:
         """Defaults, then `environ` (default: os.environ), then `overrides` keyed by the env var names."""
         environ = os.environ if environ is None else environ
         raw: dict[str, Any] = {var: environ[var] for var in _PARSERS if var in environ}
-        unknown = sorted(set(overrides or {}) - set(_PARSERS))
+        job_vars = set(JOB_ENV_NAMES.values())
+        unknown = sorted(set(overrides or {}) - set(_PARSERS) - job_vars)
         if unknown:
-            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(_PARSERS)}")
-        raw.update(overrides or {})
+            known = ", ".join([*_PARSERS, *sorted(job_vars)])
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {known}")
+        job_env = {var: str(environ[var]) for var in job_vars if var in environ}
+        job_env.update({var: str(value) for var, value in (overrides or {}).items() if var in job_vars})
+        raw.update({var: value for var, value in (overrides or {}).items() if var in _PARSERS})
         values: dict[str, Any] = {}
         for var, value in raw.items():
             attr, parse = _PARSERS[var]
@@ -62,6 +75,10 @@ class Settings:
                 values[attr] = parse(value)
             except (TypeError, ValueError) as exc:
                 raise SettingsError(f"invalid {var}={value!r}: {exc}") from None
+        try:
+            values["jobs"] = JobSettings.from_env(job_env)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         settings = dataclasses.replace(cls(), **values)
         if settings.api_keys and not settings.secret_key:
             raise SettingsError(
@@ -198,4 +215,7 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "METRICS_TOKEN": ("metrics_token", _optional_text),
     "TRUSTED_PROXIES": ("trusted_proxies", _count),
     "CONFIG_RECHECK_S": ("config_recheck_s", _seconds_or_zero),
+    "MAX_JOB_UPLOAD_BYTES": ("max_job_upload_bytes", _positive_int),
+    "MAX_JOB_PICTURES": ("max_job_pictures", _positive_int),
+    "JOBS_DISK_BUDGET_BYTES": ("jobs_disk_budget_bytes", _positive_int),
 }
