@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.http.multipart import GatewayRequest
     from web.http.security_headers import install_security_headers
     from web.http.views import bp as views_bp
+    from web.jobs.queue import JobQueue
     from web.storage import ResultStore
 
     settings = Settings.load(overrides=config)
@@ -52,8 +53,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_FIELD_BYTES
     app.json.sort_keys = False
+    app.config["MAX_JOB_UPLOAD_BYTES"] = settings.max_job_upload_bytes
     store = ResultStore.from_settings(settings)
     app.extensions["gateway"] = Gateway(settings, store=store)
+    # The job store and queue (SQLite under JOBS_FOLDER, or Redis): the gateway only submits; workers
+    # (python -m web.worker) run the tasks. Nothing connects until the first job is queued, after the fork.
+    app.extensions["jobs"] = JobQueue(settings.jobs)
     if not app.debug and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     problem = store.storage_problem()

@@ -121,12 +121,19 @@ def count_model_request(model: str, outcome: str) -> None:
     child(MODEL_REQUESTS, model, outcome).inc()
 
 
-def exposition() -> tuple[bytes, str]:
-    """The metrics page body and content type, aggregated over workers in multiprocess mode."""
+def exposition(*collectors: Any) -> tuple[bytes, str]:
+    """The metrics page body and content type, aggregated over workers in multiprocess mode, plus
+    `collectors` read at this scrape (the jobs', from their shared folder)."""
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    body = generate_latest(registry)
+    if collectors:
+        extra = CollectorRegistry(auto_describe=False)
+        for collector in collectors:
+            extra.register(collector)
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST

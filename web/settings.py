@@ -75,6 +75,8 @@ class Settings:
                 values[attr] = parse(value)
             except (TypeError, ValueError) as exc:
                 raise SettingsError(f"invalid {var}={value!r}: {exc}") from None
+        # Jobs live beside the stored results unless JOBS_FOLDER says otherwise (default output/jobs).
+        job_env.setdefault("JOBS_FOLDER", str(Path(values.get("output_folder", cls.output_folder)) / "jobs"))
         try:
             values["jobs"] = JobSettings.from_env(job_env)
         except ValueError as exc:

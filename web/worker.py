@@ -20,10 +20,9 @@ import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
-from web.jobs.config import JobSettings
 from web.jobs.queue import JobQueue
 from web.jobs.runner import Finisher, Predictor
-from web.settings import SettingsError
+from web.settings import Settings, SettingsError
 
 log = logging.getLogger("web.worker")
 
@@ -51,7 +50,6 @@ def default_predictor(env: Mapping[str, str] | None = None) -> Predictor:
     if spec:
         return load_predictor(spec)
     from web.jobs.predictor import GatewayPredictor  # the pipeline: imported only where it runs
-    from web.settings import Settings
 
     return GatewayPredictor(Settings.load(env))
 
@@ -91,7 +89,7 @@ def main(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        settings = JobSettings.from_env()
+        settings = Settings.load().jobs  # the gateway's settings: the same JOBS_FOLDER default
         queue = JobQueue(settings, predictor or default_predictor(), finishers=finishers)
     except (ValueError, ImportError, AttributeError, SettingsError) as error:
         print(f"web.worker: {error}", file=sys.stderr)

@@ -24,6 +24,7 @@ from web.errors import BadRequest, InsufficientStorage
 from web.gateway import Gateway
 from web.http import schemas
 from web.http.errors import error_response
+from web.http.jobs import ns as jobs_ns
 from web.metrics import StageClock
 from web.options import PredictOptions
 from web.pipeline.images import EXTENSIONS
@@ -325,6 +326,7 @@ def register_api(app: Flask) -> Api:
         security=["apikey", "bearer"] if app.extensions["gateway"].settings.api_keys else None,
     )
     api.add_namespace(ns, path="/models")
+    api.add_namespace(jobs_ns, path="/jobs")
     app.register_blueprint(bp)
 
     @app.get("/swagger.json")

@@ -101,6 +101,19 @@ def authenticated() -> bool:
     return bool(given and _matching_key(given)) or signed_in()
 
 
+def owner() -> str | None:
+    """Who this request acts for, as jobs record it: the fingerprint of its API key, or of the key its
+    browser session signed in with; None when keys are off (then every job is everyone's)."""
+    if not auth_required():
+        return None
+    given = _header_key()
+    key = _matching_key(given) if given else None
+    if key is not None:
+        return key_id(key)
+    stored = session.get(SESSION_KEY)
+    return stored if signed_in() else None
+
+
 def _is_api_path() -> bool:
     """Paths programs use (answered 401 JSON, never redirected to the sign-in page)."""
     path = request.path

@@ -34,10 +34,11 @@ GENERIC_500 = "internal error in the gateway; it has been logged — please try 
 def _too_large_message(exc: HTTPException) -> str:
     """Which limit a 413 from Werkzeug hit: the body size, or the form's part count / text field size."""
     config = current_app.config
-    limit = config.get("MAX_CONTENT_LENGTH")
+    limit = request.max_content_length  # MAX_CONTENT_LENGTH, or a route's own (job uploads)
+    setting = getattr(request, "limit_setting", "MAX_CONTENT_LENGTH")
     length = request.content_length
     size = f" ({limit / (1024 * 1024):g} MiB)" if limit else ""
-    body = f"the upload is larger than MAX_CONTENT_LENGTH{size}: send a smaller file"
+    body = f"the upload is larger than {setting}{size}: send a smaller file"
     form = (
         f"the form has more than {config.get('MAX_FORM_PARTS')} parts or a text field larger than "
         f"{config.get('MAX_FORM_MEMORY_SIZE', 0) // 1024} KiB: send the image as a file part and only the "

@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from web import metrics
 from web.http.auth import authenticated
+from web.http.jobs import JobMetrics
 
 bp = Blueprint("health", __name__)
 
@@ -45,7 +46,8 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def prometheus_metrics() -> Response:
     """Prometheus text format: HTTP requests, and prediction stage latencies per model."""
-    body, content_type = metrics.exposition()
+    jobs = current_app.extensions.get("jobs")
+    body, content_type = metrics.exposition(*([JobMetrics(jobs)] if jobs is not None else []))
     return Response(body, content_type=content_type)
 
 

@@ -22,9 +22,10 @@ they were all of it, so a 17 MiB upload read as a truncated form with no image (
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import IO, Any
 
-from flask import Request
+from flask import Request, current_app
 from python_multipart.multipart import MultipartParser
 from werkzeug.datastructures import FileStorage, Headers, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -33,10 +34,14 @@ from werkzeug.http import parse_options_header
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
+from web.errors import BadRequest, UnsupportedMediaType
 from web.http.errors import BodyTooLarge
 
 SAFE_CHARSETS = frozenset({"ascii", "us-ascii", "utf-8", "iso-8859-1"})
 MAX_PART_HEADERS = 8  # Content-Disposition, Content-Type and a few more that browsers send
+JOB_UPLOAD_PATHS = frozenset({"/api/v1/jobs", "/jobs"})  # POSTs of job archives: MAX_JOB_UPLOAD_BYTES
+MAX_FORM_FIELD_BYTES = 64 * 1024  # a streamed upload's text fields (model, options, CSRF token)
+MAX_FORM_PARTS_STREAMED = 32
 
 
 class _Parts:
@@ -167,11 +172,112 @@ class _CappedBody(LimitedStream):
         return count
 
 
+class _StreamedParts(_Parts):
+    """`_Parts` whose one file part (`file_field`) goes to `dest` on disk as it arrives, never whole
+    in memory (job archives of gigabytes); text fields are collected as usual."""
+
+    def __init__(
+        self, max_field_bytes: int | None, max_parts: int | None, file_field: str, dest: Path
+    ) -> None:
+        super().__init__(max_field_bytes, max_parts)
+        self.file_field, self.dest = file_field, dest
+        self.file_name: str | None = None
+        self.file_bytes = 0
+        self._sink: IO[bytes] | None = None
+
+    def _headers_finished(self) -> None:
+        super()._headers_finished()
+        if not self._is_file:
+            return
+        if self._name != self.file_field:
+            raise BadRequest(
+                f"unexpected file field {self._name!r}: send one file, as the field '{self.file_field}'"
+            )
+        if self.file_name is not None:
+            raise BadRequest(f"more than one '{self.file_field}' file: send one per request")
+        self.file_name = self._filename or ""
+        self._sink = open(self.dest, "xb")  # noqa: SIM115 - closed in _end (or by receive_file on errors)
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._sink is None:
+            super()._data(data, start, end)
+            return
+        self.file_bytes += end - start
+        self._sink.write(data[start:end])
+
+    def _end(self) -> None:
+        if self._sink is None:
+            super()._end()
+            return
+        self._sink.close()
+        self._sink = None
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+
+READ_PIECE = 1 << 20  # bodies are read a MiB at a time
+
+
+def receive_file(
+    request: Request, file_field: str, dest: Path
+) -> tuple[MultiDict[str, str], str | None, int]:
+    """Stream a multipart body: the file in `file_field` to `dest` (created; removed again on any
+    error, so nothing half-written stays), the text fields returned. (fields, file name or None if no
+    file was sent, file bytes). The body is capped by `request.max_content_length` (413)."""
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    boundary = options.get("boundary", "")
+    if mimetype != "multipart/form-data" or not boundary:
+        raise UnsupportedMediaType(
+            f"send the upload as multipart/form-data with the file in the field '{file_field}'"
+        )
+    parts = _StreamedParts(MAX_FORM_FIELD_BYTES, MAX_FORM_PARTS_STREAMED, file_field, dest)
+    parser = MultipartParser(boundary.encode("latin-1"), parts.callbacks(), max_header_count=MAX_PART_HEADERS)
+    stream = request.stream
+    try:
+        while True:
+            piece = stream.read(READ_PIECE)
+            if not piece:
+                break
+            parser.write(piece)
+        parser.finalize()
+        if not parts.complete:
+            raise BadRequest("the multipart body ended before its closing boundary: send the whole upload")
+    except ValueError as error:  # python-multipart's parse errors
+        parts.close()
+        dest.unlink(missing_ok=True)
+        raise BadRequest(f"the multipart body cannot be read ({error}): send a well-formed upload") from None
+    except BaseException:
+        parts.close()
+        dest.unlink(missing_ok=True)
+        raise
+    return MultiDict(parts.fields), parts.file_name, parts.file_bytes
+
+
 class GatewayRequest(Request):
-    """Flask's request with the faster multipart parser and an honest cap on chunked bodies
-    (installed as `app.request_class`)."""
+    """Flask's request with the faster multipart parser, an honest cap on chunked bodies, and the job
+    upload routes' own, larger cap (installed as `app.request_class`)."""
 
     form_data_parser_class = MultipartFormDataParser
+
+    @property
+    def limit_setting(self) -> str:
+        """The setting that caps this request's body (named in the 413 message)."""
+        if self.method == "POST" and self.path in JOB_UPLOAD_PATHS:
+            return "MAX_JOB_UPLOAD_BYTES"
+        return "MAX_CONTENT_LENGTH"
+
+    @property
+    def max_content_length(self) -> int | None:
+        if self.limit_setting == "MAX_JOB_UPLOAD_BYTES":
+            return current_app.config.get("MAX_JOB_UPLOAD_BYTES")
+        return super().max_content_length
+
+    @max_content_length.setter
+    def max_content_length(self, value: int | None) -> None:
+        Request.max_content_length.fset(self, value)  # type: ignore[attr-defined]
 
     @cached_property
     def stream(self) -> IO[bytes]:

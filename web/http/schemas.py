@@ -285,6 +285,55 @@ prediction = _model(
     },
 )
 
+JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_KINDS = ["predict", "evaluate", "video"]
+job_model_ref = _model(
+    "JobModel",
+    {
+        "name": fields.String(required=True, example="shapes"),
+        "version": NullableInteger(description="the version asked for; null: the latest"),
+    },
+)
+job_progress = _model(
+    "JobProgress",
+    {
+        "done": fields.Integer(required=True, min=0, description="pictures finished; only grows"),
+        "total": fields.Integer(required=True, min=0, description="pictures in the archive"),
+    },
+)
+job_skipped = _model(
+    "JobSkipped",
+    {
+        "file": fields.String(required=True, description="its path in the archive"),
+        "reason": fields.String(required=True, description="why it was left out"),
+    },
+)
+job_results = SchemaModel(
+    "JobResults",
+    {
+        "type": "object",
+        "description": "result file name -> download URL (when the job has succeeded)",
+        "additionalProperties": {"type": "string"},
+        "example": {"coco.json": "/api/v1/jobs/0f3c.../results/coco.json"},
+    },
+)
+job = _model(
+    "Job",
+    {
+        "id": fields.String(required=True, pattern="^[0-9a-f]{32}$"),
+        "kind": fields.String(required=True, enum=JOB_KINDS),
+        "model": fields.Nested(job_model_ref, required=True),
+        "status": fields.String(required=True, enum=JOB_STATUSES),
+        "progress": fields.Nested(job_progress, required=True),
+        "error": NullableString(description="why the job failed; null otherwise"),
+        "skipped": fields.List(fields.Nested(job_skipped), required=True),
+        "results": fields.Nested(job_results, required=True),
+        "created": fields.String(required=True, example="2026-12-02T18:00:00.000Z"),
+        "finished": NullableString(description="when it ended; null while queued or running"),
+    },
+)
+jobs = _model("Jobs", {"jobs": fields.List(fields.Nested(job), required=True, description="newest first")})
+
 ALL: tuple[Model | SchemaModel, ...] = (
     error_body,
     error,
@@ -309,6 +358,12 @@ ALL: tuple[Model | SchemaModel, ...] = (
     picture,
     model_ref,
     prediction,
+    job_model_ref,
+    job_progress,
+    job_skipped,
+    job_results,
+    job,
+    jobs,
 )
 
 

@@ -1,0 +1,281 @@
+"""The jobs API: a zip of pictures in, a job out (202), its progress, cancel, delete, and result files.
+
+A job upload is streamed to disk (never whole in memory) under its own limit, MAX_JOB_UPLOAD_BYTES;
+the archive is checked as a whole (`web.jobs.archives`: a bad archive is refused with a 4xx that says
+what to fix, bad entries are listed in `skipped`); the job is recorded in JOBS_FOLDER and its chunks
+queued for the workers (`web.jobs.queue`). Jobs belong to the API key (or the signed-in browser
+session's key) that started them: another key gets 404 for them, as for a job that does not exist.
+`start_job` is shared with the HTML page (web/http/views.py), which starts jobs from a form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from flask import Response, current_app, jsonify, request, send_file
+from flask_restx import Namespace, Resource
+from prometheus_client.core import GaugeMetricFamily
+from werkzeug.datastructures import MultiDict
+
+from web.errors import BadRequest, GatewayError, InsufficientStorage, PayloadTooLarge
+from web.http import schemas
+from web.http.auth import owner
+from web.http.multipart import receive_file
+from web.jobs.archives import ArchiveError, ArchiveLimits, ArchiveTooLarge
+from web.jobs.queue import JobQueue
+from web.jobs.store import STATUSES, TERMINAL, Job, JobNotFound, parse_iso
+from web.options import PredictOptions
+
+ns = Namespace("jobs", description="Jobs over many pictures: a zip in, progress, and results for every tool")
+ARCHIVE_FIELD = "archive"
+MAX_OPTION_BYTES = 1024
+
+
+class JobMissing(GatewayError):
+    status = 404
+
+
+class JobConflict(GatewayError):
+    status = 409
+
+
+def job_queue() -> JobQueue:
+    return current_app.extensions["jobs"]
+
+
+def visible_job(job_id: str) -> Job:
+    """The job if this request's key may see it; 404 otherwise (another key's job looks absent)."""
+    try:
+        job = job_queue().store.get(job_id)
+    except JobNotFound:
+        job = None
+    if job is None or not job.visible_to(owner()):
+        raise JobMissing(f"no job {job_id[:40]!r}: check the id (jobs are deleted after JOB_RETENTION_S)")
+    return job
+
+
+def _form_options(fields: MultiDict[str, str]) -> tuple[str, PredictOptions, str]:
+    """model, predict options and kind from the form (and the query string), each checked."""
+    values = MultiDict(request.args)
+    values.update(fields)
+    model = (values.get("model") or "").strip()
+    if not model:
+        raise BadRequest("no model: send the model's name as the form field 'model'")
+    kind = (values.get("kind") or "predict").strip().lower()
+    if kind != "predict":
+        raise BadRequest(f"kind {kind[:40]!r} is not available: this gateway runs kind=predict jobs")
+    return model, PredictOptions.from_mapping(values), kind
+
+
+def start_job() -> Job:
+    """Receive a job upload from this request and queue it (the API's POST and the HTML form's).
+
+    In the order mistakes are reported: the disk budget (507), the body and its fields (413, 415,
+    400), the model (404) and options (400), then the archive (400, 413)."""
+    queue = job_queue()
+    gateway = current_app.extensions["gateway"]
+    settings = gateway.settings
+    incoming_bytes = request.content_length or 0
+    budget = settings.jobs_disk_budget_bytes
+    if queue.store.would_exceed(budget, incoming_bytes):
+        raise InsufficientStorage(
+            f"the jobs' disk budget (JOBS_DISK_BUDGET_BYTES, {budget / 2**30:g} GiB) would be exceeded: "
+            "delete finished jobs, or try again when older ones have expired"
+        )
+    path = queue.store.incoming()
+    try:
+        fields, file_name, size = receive_file(request, ARCHIVE_FIELD, path)
+        if file_name is None or size == 0:
+            raise BadRequest(f"no archive: send a .zip of pictures as the multipart field '{ARCHIVE_FIELD}'")
+        model, options, kind = _form_options(fields)
+        gateway.check_model(model)
+        if queue.store.would_exceed(budget, 0):  # a chunked upload, whose size was not known before
+            raise InsufficientStorage(
+                f"the jobs' disk budget (JOBS_DISK_BUDGET_BYTES, {budget / 2**30:g} GiB) is used up with "
+                "this upload: delete finished jobs"
+            )
+        labels = {int(key): name for key, name in gateway.labels(model).to_dict().items()}
+        limits = ArchiveLimits(
+            max_pictures=settings.max_job_pictures, max_entry_bytes=settings.max_content_length
+        )
+        option_values = {k: v for k, v in options.to_dict().items() if k != "version" and v is not None}
+        job = queue.create(
+            model=model,
+            archive=path,
+            version=options.version,
+            kind=kind,
+            options=option_values,
+            owner=owner(),
+            labels=labels,
+            limits=limits,
+        )
+    except ArchiveTooLarge as error:
+        raise PayloadTooLarge(error.message) from None
+    except ArchiveError as error:
+        raise BadRequest(error.message) from None
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # moved into the job by create; otherwise nothing stays
+    queue.submit(job)
+    return job
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return job.to_json()
+
+
+ERROR_STATUSES = {
+    400: "bad upload, archive or option",
+    401: "no or wrong API key (only when API_KEYS is set)",
+    404: "no such job (or another key's), or no such model",
+    409: "the job has already ended",
+    413: "upload over MAX_JOB_UPLOAD_BYTES, or too many pictures (MAX_JOB_PICTURES)",
+    415: "not a multipart/form-data upload",
+    507: "the jobs' disk budget (JOBS_DISK_BUDGET_BYTES) would be exceeded",
+}
+
+
+def _errors(*statuses: int):  # noqa: ANN202 - a decorator
+    def decorate(method: Any) -> Any:
+        for status in sorted(statuses, reverse=True):
+            method = ns.response(status, ERROR_STATUSES[status], schemas.error)(method)
+        return method
+
+    return decorate
+
+
+UPLOAD_PARAMS = {
+    "model": {"in": "formData", "type": "string", "required": True, "description": "model name"},
+    ARCHIVE_FIELD: {
+        "in": "formData",
+        "type": "file",
+        "required": True,
+        "description": "a .zip of pictures (JPEG, PNG, WebP, BMP, GIF, TIFF), any folder depth",
+    },
+    "kind": {"in": "formData", "type": "string", "enum": ["predict"], "default": "predict"},
+}
+
+
+def _upload_params() -> dict[str, Any]:
+    from web import options as declared
+
+    params = dict(UPLOAD_PARAMS)
+    for option in declared.PREDICT_OPTIONS:
+        params[option.name] = {**option.openapi(), "in": "formData"}
+    return params
+
+
+@ns.route("")
+class JobList(Resource):
+    @ns.doc(params=_upload_params())
+    @ns.response(202, "the job, queued (Location: its URL)", schemas.job)
+    @_errors(400, 401, 404, 413, 415, 507)
+    def post(self) -> Response:
+        """Start a job: predict every picture of a zip with a model; results for every annotation tool."""
+        job = start_job()
+        response = jsonify(job_json(job))
+        response.status_code = 202
+        response.headers["Location"] = f"{request.path}/{job.id}"
+        return response
+
+    @ns.response(200, "this key's jobs, newest first", schemas.jobs)
+    @_errors(401)
+    def get(self) -> dict:
+        """Every job this key started (all jobs when the gateway has no API keys)."""
+        return {"jobs": [job_json(job) for job in job_queue().store.list(owner())]}
+
+
+@ns.route("/<string:job_id>")
+@ns.param("job_id", "the job's id")
+class JobDetail(Resource):
+    @ns.response(200, "the job", schemas.job)
+    @_errors(401, 404)
+    def get(self, job_id: str) -> dict:
+        """The job: status, progress, skipped pictures and, once it has succeeded, its result files."""
+        return job_json(visible_job(job_id))
+
+    @ns.response(204, "deleted: every file of the job is gone")
+    @_errors(401, 404)
+    def delete(self, job_id: str) -> Response:
+        """Delete the job and all its files (a running job is cancelled first)."""
+        visible_job(job_id)
+        delete_job(job_id)
+        return Response(status=204)
+
+
+def delete_job(job_id: str) -> None:
+    store = job_queue().store
+    with contextlib.suppress(JobNotFound):
+        store.cancel(job_id)
+        store.delete(job_id)
+
+
+def cancel_job(job_id: str) -> Job:
+    job = visible_job(job_id)
+    if job.status in TERMINAL:
+        raise JobConflict(f"the job has already {job.status}: nothing to cancel (DELETE removes it)")
+    return job_queue().store.cancel(job_id)
+
+
+@ns.route("/<string:job_id>/cancel")
+@ns.param("job_id", "the job's id")
+class JobCancel(Resource):
+    @ns.response(200, "the job, cancelled: workers stop before their next picture", schemas.job)
+    @_errors(401, 404, 409)
+    def post(self, job_id: str) -> dict:
+        """Cancel a queued or running job."""
+        return job_json(cancel_job(job_id))
+
+
+@ns.route("/<string:job_id>/results/<string:name>")
+@ns.param("job_id", "the job's id")
+@ns.param("name", "a result file name, as listed in the job's `results`")
+class JobResult(Resource):
+    @ns.produces(["application/json", "application/zip", "text/csv", "application/x-ndjson"])
+    @ns.response(200, "the file")
+    @_errors(401, 404)
+    def get(self, job_id: str, name: str) -> Response:
+        """Download one result file of a succeeded job."""
+        visible_job(job_id)
+        try:
+            path = job_queue().store.result_path(job_id, name)
+        except JobNotFound:
+            raise JobMissing(f"the job has no result {name[:60]!r}: its `results` list the files") from None
+        return send_file(path, as_attachment=True, download_name=name, max_age=0)
+
+
+class JobMetrics:
+    """Prometheus collector read at each scrape from the store and the queue: queue length, jobs by
+    status, pictures done and the pictures-per-second of running jobs."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+
+    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+        jobs = self.queue.store.list()
+        length = GaugeMetricFamily("gateway_job_queue_length", "job chunks waiting in the queue")
+        try:
+            length.add_metric([], self.queue.pending())
+        except Exception:  # noqa: BLE001 - a queue that cannot be reached has no length to report
+            pass
+        yield length
+        by_status = GaugeMetricFamily("gateway_jobs", "jobs in JOBS_FOLDER by status", labels=["status"])
+        for status in STATUSES:
+            by_status.add_metric([status], sum(job.status == status for job in jobs))
+        yield by_status
+        done = GaugeMetricFamily("gateway_job_pictures_done", "pictures finished by the jobs in JOBS_FOLDER")
+        done.add_metric([], sum(job.progress["done"] for job in jobs))
+        yield done
+        rate = GaugeMetricFamily("gateway_job_pictures_per_second", "pictures per second of the running jobs")
+        now = time.time()
+        rate.add_metric(
+            [],
+            sum(
+                job.progress["done"] / max(now - parse_iso(job.started), 1e-3)
+                for job in jobs
+                if job.status == "running" and job.started
+            ),
+        )
+        yield rate
