@@ -39,10 +39,13 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements/test.txt
 	touch $@
 
 # Debian's Chromium for the browser tests, docker-compose for the static checks of the stack, nginx
-# to run the stack's proxy config in front of the gateway in the tests.
+# to run the stack's proxy config in front of the gateway in the tests, redis-server for the job
+# queue's distributed mode (the tests start their own on a loopback port).
 system-test-deps:
-	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && test -x /usr/sbin/nginx || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose nginx)
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null && test -x /usr/sbin/nginx && \
+	  command -v redis-server >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium docker-compose nginx redis-server)
 
 lint: test-venv
 	$(PY) -m ruff check .

@@ -1,15 +1,18 @@
 """`make run`: the whole stack on one machine, without Docker or a GPU.
 
 Starts the local TF-Serving-compatible model server (``python -m tf_server``, gRPC on :8500 and
-its REST API on :8501, as TF Serving's) and the gateway under gunicorn, exactly as ``docker compose
-up`` wires them (same ``models.config``, same gRPC address setting), waits until the gateway's
-``/readyz`` says every model is AVAILABLE, prints the URL, and stops both on Ctrl-C.
+its REST API on :8501, as TF Serving's), the gateway under gunicorn and one job worker
+(``python -m web.worker``, on the embedded queue under JOBS_FOLDER unless JOB_QUEUE_URL is set),
+exactly as ``docker compose up`` wires them (same ``models.config``, same gRPC address setting),
+waits until the gateway's ``/readyz`` says every model is AVAILABLE, prints the URL, and stops all
+three on Ctrl-C.
 
 The model server is supervised: if it exits (a native crash no request check foresaw), or stops
 answering gRPC calls for ``HANG_CHECKS`` checks in a row (a process stuck after an abort keeps its
 port open), it is killed and started again, at most ``MAX_RESTARTS`` times in ``RESTART_WINDOW_S``;
-the gateway reconnects by itself. Past that, or if the gateway dies, everything stops with a
-message and exit code 1.
+the gateway reconnects by itself. The job worker is restarted the same way when it exits (the chunks
+it held are queued again by the job system). Past that, or if the gateway dies, everything stops
+with a message and exit code 1.
 """
 
 from __future__ import annotations
@@ -137,11 +140,13 @@ class Supervisor:
         self,
         command: list[str],
         env: dict[str, str],
-        address: str,
+        address: str | None,
         max_restarts: int = MAX_RESTARTS,
         interval: float = HANG_CHECK_INTERVAL_S,
+        name: str = "model server",
     ) -> None:
-        self.command, self.env, self.address = command, env, address
+        """`address`: the gRPC address to check for hangs (None: only exits are noticed)."""
+        self.command, self.env, self.address, self.name = command, env, address, name
         self.max_restarts, self.interval = max_restarts, interval
         self.restarts: deque[float] = deque()
         self.proc = self._start()
@@ -157,8 +162,8 @@ class Supervisor:
         """Restart the server if it died or hangs; the reason to stop everything, or None."""
         problem = None
         if self.proc.poll() is not None:
-            problem = f"the model server exited with {exit_text(self.proc.returncode)}"
-        elif time.monotonic() >= self.next_check:
+            problem = f"the {self.name} exited with {exit_text(self.proc.returncode)}"
+        elif self.address is not None and time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + self.interval
             answers = answers_grpc(self.address)
             if answers and not self.serving and self.restarts:
@@ -166,7 +171,7 @@ class Supervisor:
             self.serving = self.serving or answers
             self.missed = 0 if answers or not self.serving else self.missed + 1
             if self.missed >= HANG_CHECKS:
-                problem = f"the model server stopped answering on {self.address} for {HANG_CHECKS} checks"
+                problem = f"the {self.name} stopped answering on {self.address} for {HANG_CHECKS} checks"
         if problem is None:
             return None
         now = time.monotonic()
@@ -242,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     model = Supervisor(
         model_server, env, env["TF_SERVING_ADDRESS"], args.max_restarts, args.hang_check_interval
     )
+    print("starting a job worker (python -m web.worker) ...", flush=True)
+    worker = Supervisor(
+        [sys.executable, "-m", "web.worker"], env, None, args.max_restarts, name="job worker"
+    )
     print(
         f"starting the gateway on {args.host}:{args.port} "
         f"({args.workers} workers x {args.threads} threads) ...",
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 code = exit_text(gateway_proc.returncode)
                 print(f"error: the gateway exited with {code}; stopping", file=sys.stderr)
                 return 1
-            stop = model.check()
+            stop = model.check() or worker.check()
             if stop:
                 print(f"error: {stop}", file=sys.stderr)
                 return 1
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     ready = True
                     print(
                         f"\nready in {elapsed:.0f}s: open {url}/ (REST API docs at {url}/docs); "
-                        "Ctrl-C stops both processes",
+                        "Ctrl-C stops everything",
                         flush=True,
                     )
                 elif elapsed > args.ready_timeout:
@@ -297,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping ...", flush=True)
         return 0
     finally:
-        for proc in (gateway_proc, model.proc):  # the gateway first, then the server it talks to
+        for proc in (gateway_proc, worker.proc, model.proc):  # the model server last: the others use it
             stop_process(proc, timeout=15.0)
 
 

@@ -1,7 +1,9 @@
-"""`make run`'s launcher: both processes start, /readyz turns 200, the URL is printed, Ctrl-C stops both."""
+"""`make run`'s launcher: model server, gateway and job worker start, /readyz turns 200, a job
+runs, Ctrl-C stops all three."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -10,6 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
+
+import requests
+from PIL import Image
 
 from tests.support.model_server import REPO_ROOT
 from tools.processes import free_port
@@ -25,7 +31,7 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
     port, grpc_port, rest_port = free_port(), free_port(), free_port()
     log = tmp_path / "run.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", UPLOAD_FOLDER=str(tmp_path / "up"),
-               OUTPUT_FOLDER=str(tmp_path / "out"))
+               OUTPUT_FOLDER=str(tmp_path / "out"), JOB_QUEUE_POLL_S="0.2")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tools.run_stack", "--host=127.0.0.1", f"--port={port}",
@@ -51,8 +57,24 @@ def test_run_stack_serves_until_interrupted_then_stops_both_processes(tmp_path) 
         with urllib.request.urlopen(request, timeout=30) as response:
             scores = json.load(response)["predictions"][0]
         assert len(scores) == 10 and abs(sum(scores) - 1.0) < 1e-3  # the classifier's softmax
+        # make run's job worker: a zip of two pictures becomes a job that succeeds
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            for i in range(2):
+                picture = io.BytesIO()
+                Image.new("RGB", (96, 64), (40 * i, 90, 160)).save(picture, "JPEG")
+                zf.writestr(f"p{i}.jpg", picture.getvalue())
+        job = requests.post(f"http://127.0.0.1:{port}/api/v1/jobs", data={"model": "shapes"},
+                            files={"archive": ("p.zip", archive.getvalue())}, timeout=30)
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + 120
+        while (state := requests.get(f"http://127.0.0.1:{port}{job.headers['Location']}", timeout=10).json())[
+            "status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state["status"] == "succeeded" and state["progress"] == {"done": 2, "total": 2}, state
         children = _children(proc.pid)
-        assert len(children) == 2  # the model server and gunicorn's master
+        assert len(children) == 3  # the model server, gunicorn's master and the job worker
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
@@ -108,7 +130,7 @@ def test_a_crashed_or_hung_model_server_is_restarted_then_the_launcher_gives_up(
     port, grpc_port = free_port(), free_port()
     log = tmp_path / "run.log"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", UPLOAD_FOLDER=str(tmp_path / "up"),
-               OUTPUT_FOLDER=str(tmp_path / "out"))
+               OUTPUT_FOLDER=str(tmp_path / "out"), JOB_QUEUE_POLL_S="0.2")
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tools.run_stack", "--host=127.0.0.1", f"--port={port}",
@@ -137,8 +159,8 @@ def test_a_crashed_or_hung_model_server_is_restarted_then_the_launcher_gives_up(
         assert proc.wait(timeout=60) == 1
         stopped = "the model server exited with signal SIGKILL, after 2 restarts in 10 minutes; stopping"
         assert f"error: {stopped}" in log.read_text()
-        assert len(children) == 2
-        for child in children:  # gunicorn stopped too, nothing left running
+        assert len(children) == 3
+        for child in children:  # gunicorn and the worker stopped too, nothing left running
             assert not os.path.exists(f"/proc/{child}"), f"process {child} outlived the launcher"
     finally:
         if proc.poll() is None:
