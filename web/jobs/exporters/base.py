@@ -17,27 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from web.domain import Box
+
 Record = Mapping[str, Any]  # the prediction JSON of one picture plus "file", its path in the archive
 LabelMap = Mapping[int, str]  # the model's labels: class id -> name
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same results give the same zip
-
-
-@dataclass(frozen=True)
-class Box:
-    """A detection's box in pixels of the picture, clamped into it (models may overshoot the edges)."""
-
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-
-    @property
-    def width(self) -> float:
-        return self.xmax - self.xmin
-
-    @property
-    def height(self) -> float:
-        return self.ymax - self.ymin
 
 
 @dataclass(frozen=True)
@@ -60,6 +44,7 @@ def detections(record: Record) -> list[Mapping[str, Any]]:
 
 
 def box_of(detection: Mapping[str, Any], width: int, height: int) -> Box:
+    """The detection's box clamped into the picture (models may overshoot the edges)."""
     box = detection["box"]
     return Box(
         min(max(float(box["xmin"]), 0.0), width),
