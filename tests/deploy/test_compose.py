@@ -9,6 +9,7 @@ port or a model without a label map fails `make test` rather than `docker compos
 from __future__ import annotations
 
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ from tests.deploy import compose
 from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tf_server.monitoring import MonitoringConfig
+from web.jobs.config import ENV_NAMES as JOB_ENV_NAMES
+from web.jobs.config import JobSettings
 from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
 STACKS = [GPU_FILE, CPU_FILE]
+JOB_VARIABLES = set(JOB_ENV_NAMES.values())
+WORKER_COMMAND = ["python", "-m", "web.worker"]
+PINNED_REDIS_IMAGE = re.compile(r"^redis:\d+\.\d+\.\d+-alpine$")
+REDIS_PORT = 6379
 PINNED_SERVING_IMAGE = re.compile(r"^tensorflow/serving:(\d+\.\d+\.\d+)(-gpu)?$")
 TF_SERVER_MOUNT = "/tf_server"
 
@@ -48,7 +55,7 @@ def host_file(service: dict[str, Any], container_path: str) -> Path:
 def test_docker_compose_accepts_the_file(file: str) -> None:
     proc = compose.run_config(file, extra=("--quiet",))
     assert proc.returncode == 0, f"docker-compose rejected {file}:\n{proc.stderr}"
-    assert set(services(file)) == {"tf_server", "web", "proxy"}
+    assert set(services(file)) == {"tf_server", "web", "worker", "redis", "proxy"}
 
 
 def test_gpu_stack_reserves_an_nvidia_gpu_for_tf_server() -> None:
@@ -123,7 +130,9 @@ def test_tf_server_ports_stay_inside_the_compose_network() -> None:
     for network in tf_server["networks"]:
         assert config["networks"][network].get("internal") is True, f"{network} must be internal"
         attached = [name for name, svc in config["services"].items() if network in svc.get("networks", {})]
-        assert sorted(attached) == ["tf_server", "web"], f"only web may share {network} with tf_server"
+        assert sorted(attached) == ["redis", "tf_server", "web", "worker"], (
+            f"only web, the job workers and their queue may share {network} with tf_server"
+        )
 
 
 def test_batching_parameters_file_is_a_valid_batching_parameters_text_proto() -> None:
@@ -238,7 +247,7 @@ def test_web_reads_the_same_model_config_as_tf_server() -> None:
 def test_web_environment_is_accepted_by_the_gateway_settings() -> None:
     env = compose.environment(services(GPU_FILE)["web"])
     gunicorn_only = {"WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"}
-    unknown = set(env) - set(_PARSERS) - gunicorn_only
+    unknown = set(env) - set(_PARSERS) - JOB_VARIABLES - gunicorn_only
     assert not unknown, f"web sets variables the gateway does not read: {sorted(unknown)}"
     declared = set(services(GPU_FILE)["web"].get("environment", {}) or {})
     assert set(_PARSERS) - gunicorn_only <= declared | set(env), "every gateway setting should be settable"
@@ -340,3 +349,134 @@ def test_the_tf_server_healthcheck_wants_an_answer_not_an_open_port(tmp_path: Pa
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
         assert check() == 0
+
+
+# --- the job system: redis and the workers -----------------------------------------------------
+
+
+def dockerfile_user_ids() -> str:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    uid = re.search(r"useradd\b.*?--uid (\d+)", text, re.DOTALL)
+    gid = re.search(r"groupadd\b.*?--gid (\d+)", text, re.DOTALL)
+    assert uid and gid and re.search(r"^USER app$", text, re.MULTILINE), "the Dockerfile's non-root user"
+    return f"{uid.group(1)}:{gid.group(1)}"
+
+
+def dockerfile_app_folders() -> set[str]:
+    """Folders under WORKDIR that the Dockerfile creates and hands to the `app` user."""
+    text = re.sub(r"\\\n", " ", (REPO_ROOT / "Dockerfile").read_text())
+    workdir = re.search(r"^WORKDIR (\S+)$", text, re.MULTILINE)
+    assert workdir, "the Dockerfile sets a WORKDIR"
+    found: set[str] = set()
+    for chown in re.findall(r"chown app:app ([^&\n]+)", text):
+        for folder in chown.split():
+            found.add(folder if folder.startswith("/") else f"{workdir.group(1).rstrip('/')}/{folder}")
+    return found
+
+
+@pytest.mark.parametrize("file", STACKS)
+def test_redis_is_the_pinned_official_image_on_the_internal_network_only(file: str) -> None:
+    config = compose.resolved(file)
+    redis = config["services"]["redis"]
+    assert PINNED_REDIS_IMAGE.match(redis["image"]), f"pin redis:X.Y.Z-alpine, not {redis['image']}"
+    assert not redis.get("ports"), "Redis has no password: it must never be published"
+    assert str(REDIS_PORT) in {str(port) for port in redis.get("expose", [])}
+    assert list(redis["networks"]) == ["backend"] and config["networks"]["backend"]["internal"] is True
+    health = " ".join(redis["healthcheck"]["test"])
+    assert "redis-cli ping" in health and "PONG" in health
+    assert redis["restart"] == "unless-stopped"
+    # The decision the file explains: a queue of chunk ids that reclaim rebuilds needs no persistence.
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    assert command[command.index("--save") + 1] == "" and command[command.index("--appendonly") + 1] == "no"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction", "never drop queued chunks"
+    assert not compose.named_volumes(redis) and not compose.bind_mounts(redis)
+    assert redis["user"] != "root" and not redis["user"].startswith("0")
+
+
+@pytest.mark.parametrize("file", STACKS)
+def test_worker_runs_the_web_image_as_its_non_root_user_with_the_worker_command(file: str) -> None:
+    config = services(file)
+    worker, web = config["worker"], config["web"]
+    assert worker["command"] == WORKER_COMMAND
+    assert worker["image"] == web["image"] and worker["build"] == web["build"], "the gateway's own image"
+    assert worker["user"] == dockerfile_user_ids()
+    assert worker["restart"] == "unless-stopped"
+    for dependency in ("tf_server", "redis"):
+        assert worker["depends_on"][dependency]["condition"] == "service_healthy", dependency
+    assert web["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert list(worker["networks"]) == ["backend"], "a worker needs TF Serving and Redis, nothing else"
+    assert not worker.get("ports") and not worker.get("expose"), "a worker serves no HTTP"
+    assert int(worker["deploy"]["replicas"]) >= 1
+    # Longer than the worker's own graceful stop, so running chunks can end before SIGKILL.
+    grace = float(worker["stop_grace_period"].rstrip("s"))
+    assert grace > JobSettings.from_env(compose.environment(worker)).shutdown_timeout_s
+
+
+@pytest.mark.parametrize("file", STACKS)
+def test_web_and_worker_share_the_jobs_volume_and_the_redis_queue(file: str) -> None:
+    config = compose.resolved(file)
+    web, worker = config["services"]["web"], config["services"]["worker"]
+    web_env, worker_env = compose.environment(web), compose.environment(worker)
+    folder = web_env["JOBS_FOLDER"]
+    assert worker_env["JOBS_FOLDER"] == folder, "gateway and workers must see the same JOBS_FOLDER"
+    web_volumes, worker_volumes = compose.named_volumes(web), compose.named_volumes(worker)
+    assert folder in web_volumes and worker_volumes.get(folder) == web_volumes[folder]
+    assert web_volumes[folder] in config["volumes"]
+    assert web_volumes[folder] not in {web_volumes[web_env[v]] for v in ("UPLOAD_FOLDER", "OUTPUT_FOLDER")}
+    queue = worker_env["JOB_QUEUE_URL"]
+    assert web_env["JOB_QUEUE_URL"] == queue, "gateway and workers must use the same queue"
+    parts = urllib.parse.urlsplit(queue)
+    assert parts.scheme == "redis" and parts.hostname == "redis" and parts.hostname in config["services"]
+    exposed = {str(p) for p in config["services"]["redis"]["expose"]}
+    assert parts.port == REDIS_PORT and str(parts.port) in exposed
+    for env in (web_env, worker_env):
+        jobs = Settings.load(environ=env).jobs  # what the gateway and web.worker read
+        assert (str(jobs.jobs_folder), jobs.queue_url) == (folder, queue)
+
+
+def test_the_jobs_volume_is_a_folder_the_image_gives_to_its_user() -> None:
+    """A named volume starts as a copy of the image's folder at its mount point, owner included; with
+    no such folder it is root's, and the gateway and workers (uid 10001) could not write jobs."""
+    owned = dockerfile_app_folders()
+    for name in ("web", "worker"):
+        for target in compose.named_volumes(services(GPU_FILE)[name]):
+            assert target in owned, (
+                f"{name} mounts a volume at {target}: the Dockerfile must create it and chown it to app "
+                f"(it hands over {sorted(owned)})"
+            )
+
+
+def test_worker_reads_the_models_and_settings_the_gateway_reads() -> None:
+    config = services(GPU_FILE)
+    web, worker = config["web"], config["worker"]
+    web_env, worker_env = compose.environment(web), compose.environment(worker)
+    for var in ("TF_SERVING_ADDRESS", "MODEL_CONFIG_FILE", "MODELS_DIR"):
+        assert worker_env[var] == web_env[var], f"{var} differs between web and worker"
+    assert host_file(worker, worker_env["MODELS_DIR"]) == host_file(web, web_env["MODELS_DIR"])
+    assert host_file(worker, worker_env["MODEL_CONFIG_FILE"]).is_file()
+    assert compose.bind_mounts(worker) and all(read_only for _, _, read_only in compose.bind_mounts(worker))
+    # The worker runs the gateway's pipeline: every picture setting the gateway takes, it takes too.
+    picture_settings = {"MAX_IMAGE_PIXELS", "MAX_INPUT_SIDE", "MAX_DECODE_PIXELS_IN_FLIGHT", "GRPC_TIMEOUT_S"}
+    assert picture_settings <= set(worker.get("environment", {}))
+    unknown = set(worker_env) - set(_PARSERS) - JOB_VARIABLES - {"PROMETHEUS_MULTIPROC_DIR"}
+    assert not unknown, f"worker sets variables nothing reads: {sorted(unknown)}"
+    Settings.load(environ=worker_env)
+
+
+def test_the_worker_writes_its_metric_files_to_a_folder_that_exists_in_the_image() -> None:
+    """The Dockerfile's PROMETHEUS_MULTIPROC_DIR is gunicorn's (gunicorn.conf.py creates it); a worker
+    inherits it, and prometheus-client fails on a folder that is not there."""
+    env = compose.environment(services(GPU_FILE)["worker"])
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp", "a folder every image has, writable by anyone"
+
+
+def test_the_proxy_lets_job_uploads_through_and_fills_every_template_variable() -> None:
+    env = compose.environment(services(GPU_FILE)["proxy"])
+    body = env["JOB_CLIENT_MAX_BODY_SIZE"]
+    assert body.endswith("m") and int(body[:-1]) * 1024 * 1024 > Settings().max_job_upload_bytes
+    assert int(env["CLIENT_MAX_BODY_SIZE"][:-1]) < int(body[:-1])
+    template = (REPO_ROOT / "deploy" / "nginx" / "templates" / "gateway.conf.template").read_text()
+    # The image's envsubst leaves a variable it is not given as it is, which nginx then refuses.
+    used = set(re.findall(r"\$\{(\w+)\}", template))
+    assert used and used <= set(env), f"the proxy service does not set {sorted(used - set(env))}"

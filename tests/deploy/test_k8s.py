@@ -17,6 +17,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
+import urllib.parse
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +33,8 @@ from tests.deploy.compose import CPU_FILE, GPU_FILE, REPO_ROOT
 from tests.deploy.serving_protos import batching_parameters_class
 from tests.support import kustomize
 from tf_server.monitoring import MonitoringConfig
+from web.jobs.config import ENV_NAMES as JOB_ENV_NAMES
+from web.jobs.queue import make_huey
 from web.serving.protos.tensorflow_serving.config import model_server_config_pb2
 from web.settings import _PARSERS, Settings
 
@@ -50,6 +54,8 @@ TF_SERVING_FILE_FLAGS = ("--model_config_file", "--batching_parameters_file", "-
 # look the headless Service up again and find pods added since (one server in compose, no need).
 K8S_ONLY_FLAGS = {"--grpc_channel_arguments": "grpc.max_connection_age_ms="}
 SERVICE_DOMAIN = "svc.cluster.local"
+JOB_VARIABLES = set(JOB_ENV_NAMES.values())
+EXTRAS = K8S / "extras"
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -226,6 +232,8 @@ def test_each_kustomization_renders_the_whole_stack(build: str) -> None:
     assert {d["metadata"]["name"] for d in of_kind(rendered(build), "Deployment")} == {
         "tf-serving",
         "gateway",
+        "worker",
+        "redis",
     }
 
 
@@ -322,6 +330,8 @@ def test_selectors_match_their_own_pods_and_no_others(build: str) -> None:
     assert {b["metadata"]["name"] for b in of_kind(objects, "PodDisruptionBudget")} == {
         "tf-serving",
         "gateway",
+        "worker",
+        "redis",
     }
     for deployment in of_kind(objects, "Deployment"):
         account = pod_spec(deployment)["serviceAccountName"]
@@ -401,9 +411,9 @@ def test_gpu_overlay_asks_for_one_nvidia_gpu_and_the_cpu_overlay_for_none() -> N
         assert not cpu["image"].endswith("-gpu")
 
 
-def test_network_policy_lets_only_gateway_pods_reach_tf_serving() -> None:
+def test_network_policy_lets_only_gateway_and_worker_pods_reach_tf_serving() -> None:
     objects = rendered("overlays/gpu")
-    [policy] = of_kind(objects, "NetworkPolicy")
+    policy = one(objects, "NetworkPolicy", "tf-serving")
     spec = policy["spec"]
     assert pods_selected(objects, spec["podSelector"]["matchLabels"]) == ["tf-serving"]
     assert "Ingress" in spec["policyTypes"]
@@ -417,8 +427,8 @@ def test_network_policy_lets_only_gateway_pods_reach_tf_serving() -> None:
         for peer in rule["from"]:
             assert "ipBlock" not in peer
             if "podSelector" in peer:
-                assert "namespaceSelector" not in peer, "gateway pods of this namespace only"
-                assert pods_selected(objects, peer["podSelector"]["matchLabels"]) == ["gateway"]
+                assert "namespaceSelector" not in peer, "gateway and worker pods of this namespace only"
+                assert pods_selected(objects, peer["podSelector"]["matchLabels"]) in (["gateway"], ["worker"])
             else:  # monitoring: the REST port (metrics) only, never gRPC
                 assert set(peer) == {"namespaceSelector"} and grpc_port not in ports
                 assert ports == {8501}
@@ -427,6 +437,13 @@ def test_network_policy_lets_only_gateway_pods_reach_tf_serving() -> None:
         and all("podSelector" in peer for peer in rule["from"])
         for rule in rules
     ), "the gateway must be allowed on the gRPC port"
+    grpc_peers = [
+        pods_selected(objects, peer["podSelector"]["matchLabels"])
+        for rule in rules
+        if grpc_port in {container_port(c, p["port"]) for p in rule["ports"]}
+        for peer in rule["from"]
+    ]
+    assert sorted(grpc_peers) == [["gateway"], ["worker"]], "job workers call TF Serving too"
 
 
 # --- models and TF Serving's config files --------------------------------------------------------
@@ -536,9 +553,13 @@ def test_gateway_port_is_gunicorns_and_the_services_and_the_ingress_backend() ->
     assert pods_selected(objects, service["spec"]["selector"]) == ["gateway"]
     [service_port] = service["spec"]["ports"]
     assert container_port(c, service_port["targetPort"]) == port
-    [ingress] = of_kind(objects, "Ingress")
+    ingresses = of_kind(objects, "Ingress")
+    assert {i["metadata"]["name"] for i in ingresses} == {"gateway", "gateway-jobs"}
     backends = [
-        path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]
+        path["backend"]["service"]
+        for ingress in ingresses
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
     ]
     assert backends
     for backend in backends:
@@ -560,7 +581,7 @@ def test_gateway_environment_is_read_by_the_gateway_or_gunicorn() -> None:
     _, c = gateway()
     names = [item["name"] for item in c["env"]]
     assert len(names) == len(set(names)), "a variable is set twice"
-    known = set(_PARSERS) | GUNICORN_VARIABLES | gunicorn_conf_variables()
+    known = set(_PARSERS) | JOB_VARIABLES | GUNICORN_VARIABLES | gunicorn_conf_variables()
     assert not set(names) - known, f"the gateway reads none of {sorted(set(names) - known)}"
     secret = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in c["env"] if "valueFrom" in item}
     assert set(secret) == SECRET_SETTINGS, "keys and tokens come from the Secret, never as literal values"
@@ -625,13 +646,13 @@ def test_results_volume_is_read_write_many_and_shared_by_every_replica() -> None
         for v in pod_spec(deployment)["volumes"]
         if "persistentVolumeClaim" in v
     }
-    assert claims == {"gateway-results", "models"}
+    assert claims == {"gateway-results", "models", "jobs"}
     assert deployment["spec"]["replicas"] >= 2
 
 
 def test_gateway_scales_on_cpu_and_keeps_two_replicas() -> None:
     objects = rendered("overlays/gpu")
-    [autoscaler] = of_kind(objects, "HorizontalPodAutoscaler")
+    autoscaler = one(objects, "HorizontalPodAutoscaler", "gateway")
     assert autoscaler["apiVersion"] == "autoscaling/v2"
     target = autoscaler["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", "gateway")
@@ -666,7 +687,7 @@ def test_every_pod_is_restricted_and_has_requests_a_memory_limit_and_probes(buil
 
 
 def test_ingress_buffers_and_limits_like_the_compose_nginx() -> None:
-    [ingress] = of_kind(rendered("overlays/gpu"), "Ingress")
+    ingress = one(rendered("overlays/gpu"), "Ingress", "gateway")
     notes = ingress["metadata"]["annotations"]
     prefix = "nginx.ingress.kubernetes.io/"
     body = compose_services(GPU_FILE)["proxy"]["environment"]["CLIENT_MAX_BODY_SIZE"]
@@ -681,3 +702,273 @@ def test_ingress_buffers_and_limits_like_the_compose_nginx() -> None:
     buffer = re.search(r"^\s*client_body_buffer_size (\S+);", template, re.MULTILINE)
     assert buffer and notes[prefix + "client-body-buffer-size"] == buffer.group(1)
     assert ingress["spec"]["ingressClassName"] == "nginx"
+
+
+# --- the job system: workers, Redis, the jobs claim ---------------------------------------------------
+
+
+def worker(build: str = "overlays/gpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    deployment = one(rendered(build), "Deployment", "worker")
+    return deployment, container(deployment, "worker")
+
+
+def redis(build: str = "overlays/gpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    deployment = one(rendered(build), "Deployment", "redis")
+    return deployment, container(deployment, "redis")
+
+
+def nginx_job_location() -> tuple[re.Pattern[str], str]:
+    """The compose nginx's job-upload location: its path regex and its body."""
+    template = (REPO_ROOT / "deploy" / "nginx" / "templates" / "gateway.conf.template").read_text()
+    match = re.search(r"^\s*location ~ (\S+) \{\n(.*?)^\s*\}", template, re.MULTILINE | re.DOTALL)
+    assert match, "the nginx template has no regex location for job uploads"
+    return re.compile(match.group(1)), match.group(2)
+
+
+@pytest.mark.parametrize(("build", "file"), OVERLAYS.items())
+def test_worker_runs_the_gateway_image_with_the_compose_worker_command(build: str, file: str) -> None:
+    deployment, c = worker(build)
+    gw_deployment, gw = gateway(build)
+    assert c["image"] == gw["image"], "workers run the gateway's image"
+    assert c["command"] == compose_services(file)["worker"]["command"] == ["python", "-m", "web.worker"]
+    assert "args" not in c
+    assert pod_spec(deployment)["securityContext"] == pod_spec(gw_deployment)["securityContext"]
+    assert c["securityContext"] == gw["securityContext"]
+    assert not c.get("ports"), "a worker serves no HTTP"
+    # SIGTERM lets running chunks end within JOB_SHUTDOWN_TIMEOUT_S before the kubelet's SIGKILL.
+    settings = Settings.load(environ=plain_env(c))
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > settings.jobs.shutdown_timeout_s
+    assert c["resources"]["requests"]["cpu"], "the autoscaler measures against the CPU request"
+
+
+def test_worker_reads_the_models_config_and_queue_the_gateway_reads() -> None:
+    objects = rendered("overlays/gpu")
+    deployment, c = worker()
+    gw_deployment, gw = gateway()
+    env, gw_env = plain_env(c), plain_env(gw)
+    for var in ("TF_SERVING_ADDRESS", "MODEL_CONFIG_FILE", "MODELS_DIR", "JOBS_FOLDER", "JOB_QUEUE_URL"):
+        assert env[var] == gw_env[var], f"{var} differs between the gateway and the workers"
+    assert config_map_file(objects, deployment, c, env["MODEL_CONFIG_FILE"]) == config_map_file(
+        objects, gw_deployment, gw, gw_env["MODEL_CONFIG_FILE"]
+    )
+    models_mount, models_volume = mount_of(deployment, c, env["MODELS_DIR"])
+    assert models_mount["readOnly"] is True
+    assert models_volume["persistentVolumeClaim"]["claimName"] == "models"
+    # JOBS_FOLDER: the one jobs claim, writable, at the same place in both.
+    for d, cont in ((deployment, c), (gw_deployment, gw)):
+        mount, volume = mount_of(d, cont, env["JOBS_FOLDER"])
+        assert volume["persistentVolumeClaim"]["claimName"] == "jobs" and not mount.get("readOnly")
+    names = [item["name"] for item in c["env"]]
+    assert len(names) == len(set(names))
+    unknown = set(names) - set(_PARSERS) - JOB_VARIABLES - {"PROMETHEUS_MULTIPROC_DIR"}
+    assert not unknown, f"the worker reads none of {sorted(unknown)}"
+    assert not any("valueFrom" in item for item in c["env"]), "the in-process predictor needs no keys"
+
+
+def test_every_path_the_worker_writes_is_a_writable_volume() -> None:
+    deployment, c = worker()
+    env = {**dockerfile_env(), **plain_env(c)}
+    for what in ("JOBS_FOLDER", "PROMETHEUS_MULTIPROC_DIR"):
+        found = mount_of(deployment, c, env[what])
+        assert found and not found[0].get("readOnly"), f"{what}={env[what]} is not on a writable volume"
+        assert {"emptyDir", "persistentVolumeClaim"} & set(found[1])
+    # The Dockerfile's value is gunicorn's folder, which only gunicorn.conf.py creates.
+    assert env["PROMETHEUS_MULTIPROC_DIR"] != dockerfile_env()["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def test_gateway_streams_job_uploads_into_the_jobs_claim() -> None:
+    deployment, c = gateway()
+    env = plain_env(c)
+    mount, volume = mount_of(deployment, c, env["JOBS_FOLDER"])
+    assert volume["persistentVolumeClaim"]["claimName"] == "jobs" and not mount.get("readOnly")
+
+
+def test_the_queue_url_names_the_redis_service() -> None:
+    objects = rendered("overlays/gpu")
+    _, c = worker()
+    url = urllib.parse.urlsplit(plain_env(c)["JOB_QUEUE_URL"])
+    service = one(objects, "Service", "redis")
+    assert url.scheme == "redis" and url.path == "/0"
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert url.hostname == f"{name}.{namespace}.{SERVICE_DOMAIN}"
+    [port] = service["spec"]["ports"]
+    assert url.port == port["port"] == 6379
+    _, redis_container = redis()
+    assert container_port(redis_container, port["targetPort"]) == 6379
+    assert pods_selected(objects, service["spec"]["selector"]) == ["redis"]
+
+
+def test_worker_liveness_probe_is_the_compose_healthcheck() -> None:
+    _, c = worker()
+    probe = c["livenessProbe"]["exec"]["command"]
+    for file in OVERLAYS.values():
+        kind, *command = compose_services(file)["worker"]["healthcheck"]["test"]
+        assert kind == "CMD" and command == probe
+    assert "exec" in c["readinessProbe"], "no HTTP in a worker: probes run commands"
+
+
+def test_the_worker_probe_fails_for_a_stopped_process() -> None:
+    """The liveness command, pointed at a real process instead of PID 1: passes while it runs, fails
+    while it is stopped (SIGSTOP), passes again after SIGCONT."""
+    import os
+    import signal
+    import sys
+
+    _, c = worker()
+    command = c["livenessProbe"]["exec"]["command"]
+    assert command[0] == "python" and "/proc/1/stat" in command[2]
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        script = command[2].replace("/proc/1/stat", f"/proc/{process.pid}/stat")
+
+        def probe() -> int:
+            return subprocess.run([sys.executable, "-c", script], timeout=30).returncode
+
+        assert probe() == 0
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 10
+            while probe() == 0:
+                assert time.monotonic() < deadline, "the probe still passed for a stopped process"
+                time.sleep(0.05)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert probe() == 0
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.mark.parametrize(("build", "file"), OVERLAYS.items())
+def test_redis_runs_the_compose_image_and_flags_as_its_own_user(build: str, file: str) -> None:
+    deployment, c = redis(build)
+    service = compose_services(file)["redis"]
+    assert c["image"] == service["image"]
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", c["image"]), "pin the official image"
+    assert c["args"] == service["command"] and "command" not in c, "the image's entrypoint, compose's flags"
+    pod = pod_spec(deployment)["securityContext"]
+    assert f"{pod['runAsUser']}:{pod['runAsGroup']}" == service["user"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    data = mount_of(deployment, c, "/data")
+    assert data and "emptyDir" in data[1], "no persistence: a scratch folder, not a claim"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "redis-cli ping" in " ".join(c[probe]["exec"]["command"]), probe
+
+
+def test_network_policy_lets_only_gateway_and_worker_pods_reach_redis() -> None:
+    objects = rendered("overlays/gpu")
+    policy = one(objects, "NetworkPolicy", "redis")
+    spec = policy["spec"]
+    assert pods_selected(objects, spec["podSelector"]["matchLabels"]) == ["redis"]
+    assert spec["policyTypes"] == ["Ingress"]
+    [rule] = spec["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6379]
+    peers = []
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}, "pods of this namespace only"
+        peers += pods_selected(objects, peer["podSelector"]["matchLabels"])
+    assert sorted(peers) == ["gateway", "worker"]
+
+
+def test_jobs_claim_is_read_write_many_and_holds_the_disk_budget() -> None:
+    objects = rendered("overlays/gpu")
+    claim = one(objects, "PersistentVolumeClaim", "jobs")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "gateways and workers mount it on any node"
+    size = claim["spec"]["resources"]["requests"]["storage"]
+    assert size.endswith("Gi")
+    settings = Settings()
+    assert int(size[:-2]) * 1024**3 >= settings.jobs_disk_budget_bytes + settings.max_job_upload_bytes
+    using = [
+        d["metadata"]["name"]
+        for d in of_kind(objects, "Deployment")
+        if any(v.get("persistentVolumeClaim", {}).get("claimName") == "jobs" for v in pod_spec(d)["volumes"])
+    ]
+    assert sorted(using) == ["gateway", "worker"]
+
+
+def test_worker_scales_on_cpu_from_one_replica() -> None:
+    objects = rendered("overlays/gpu")
+    autoscaler = one(objects, "HorizontalPodAutoscaler", "worker")
+    target = autoscaler["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", "worker")
+    assert autoscaler["spec"]["minReplicas"] >= 1
+    assert autoscaler["spec"]["maxReplicas"] > autoscaler["spec"]["minReplicas"]
+    [metric] = autoscaler["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+
+
+def test_the_job_upload_ingress_admits_large_bodies_on_the_upload_paths_only() -> None:
+    objects = rendered("overlays/gpu")
+    jobs = one(objects, "Ingress", "gateway-jobs")
+    paths = [path for rule in jobs["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert {p["pathType"] for p in paths} == {"Exact"}, "only the upload paths, nothing below them"
+    regex, body = nginx_job_location()
+    assert sorted(p["path"] for p in paths) == ["/api/v1/jobs", "/jobs"]
+    for path in paths:
+        assert regex.search(path["path"]), f"the compose nginx does not stream {path['path']}"
+    for other in ("/api/v1/jobs/abc/cancel", "/jobs/abc", "/api/v1/models/shapes/predict", "/"):
+        assert not regex.search(other), f"the compose nginx's job location also takes {other}"
+    notes = jobs["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    body_size = compose_services(GPU_FILE)["proxy"]["environment"]["JOB_CLIENT_MAX_BODY_SIZE"]
+    assert notes[prefix + "proxy-body-size"] == body_size
+    assert int(body_size.removesuffix("m")) * 1024 * 1024 > Settings().max_job_upload_bytes
+    assert notes[prefix + "proxy-request-buffering"] == "off" and "proxy_request_buffering off;" in body
+    for name in ("connect", "send", "read"):
+        timeout = re.search(rf"^\s*proxy_{name}_timeout (\d+)s;", body, re.MULTILINE)
+        assert timeout and notes[f"{prefix}proxy-{name}-timeout"] == timeout.group(1), name
+    assert jobs["spec"]["ingressClassName"] == one(objects, "Ingress", "gateway")["spec"]["ingressClassName"]
+    # Everything else keeps the 17m cap and buffering of the main Ingress.
+    main = one(objects, "Ingress", "gateway")
+    assert [p["path"] for rule in main["spec"]["rules"] for p in rule["http"]["paths"]] == ["/"]
+    assert main["metadata"]["annotations"][prefix + "proxy-request-buffering"] == "on"
+
+
+# --- extras: KEDA scaling on the queue's length ------------------------------------------------------
+
+
+def extras(name: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((EXTRAS / name).read_text()) if doc]
+
+
+def test_the_keda_scaled_object_reads_hueys_queue_on_the_redis_service(tmp_path: Path) -> None:
+    objects = rendered("overlays/gpu")
+    docs = extras("worker-keda-scaledobject.yaml")
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert len(scaled) == 1 and scaled[0]["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled[0]["spec"]
+    namespace = one(objects, "Namespace", "tf-detection-gateway")["metadata"]["name"]
+    assert all(d["metadata"]["namespace"] == namespace for d in docs)
+    target = spec["scaleTargetRef"]
+    one(objects, "Deployment", target["name"])
+    assert (target.get("apiVersion"), target.get("kind")) == ("apps/v1", "Deployment")
+    assert target["name"] == "worker"
+    assert spec["minReplicaCount"] >= 1, "a running worker also reclaims lost chunks: never scale to zero"
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "redis"
+    meta = trigger["metadata"]
+    _, c = worker()
+    url = urllib.parse.urlsplit(plain_env(c)["JOB_QUEUE_URL"])
+    assert meta["address"] == f"{url.hostname}:{url.port}"
+    assert meta["databaseIndex"] == url.path.strip("/")
+    # The list Huey keeps waiting tasks in, as web.jobs.queue builds it (no connection is made here).
+    huey = make_huey(plain_env(c)["JOB_QUEUE_URL"], tmp_path)
+    assert meta["listName"] == huey.storage.queue_key
+    assert int(meta["listLength"]) >= 1
+    # Optional: never applied by the kustomization.
+    kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert not any("extras" in str(r) for r in kustomization["resources"])
+    assert not of_kind(objects, "ScaledObject")
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_keda_network_policy_is_valid_and_opens_the_redis_port_only(version: str) -> None:
+    objects = rendered("overlays/gpu")
+    [policy] = [d for d in extras("worker-keda-scaledobject.yaml") if d["kind"] == "NetworkPolicy"]
+    kubernetes_validate.validate(policy, version, strict=True)
+    spec = policy["spec"]
+    assert pods_selected(objects, spec["podSelector"]["matchLabels"]) == ["redis"]
+    [rule] = spec["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6379]
+    assert [set(peer) for peer in rule["from"]] == [{"namespaceSelector"}]
