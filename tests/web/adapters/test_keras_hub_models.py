@@ -221,3 +221,52 @@ def test_the_other_exports_settings_give_other_boxes(
     assert response.status_code == 200
     top = expected[model]["square"]["detections"][: khm.TOP]
     assert len(agreeing(response.get_json()["detections"], top)) < khm.TOP // 2
+
+
+def test_jobs_answer_keras_hubs_own_boxes_or_fail_with_the_setting_to_choose(
+    keras_hub_server: str, keras_hub_models: Path, expected: dict, tmp_path: Path
+) -> None:
+    """A job runs the same pipeline: a settled export's pictures come back with KerasHub's own boxes;
+    an unsettled one (no gateway.toml) fails the job with the problem naming both settings."""
+    import io
+    import zipfile
+
+    from tests.web.jobs.queue_helpers import Workers, wait_for
+    from web.jobs.config import JobSettings
+    from web.jobs.queue import JobQueue
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in khm.PICTURES:
+            zf.writestr(f"{name}.png", picture(keras_hub_models, name))
+    workers = Workers(tmp_path)
+    try:
+        results = {}
+        readings = (("settled", keras_hub_models / "settings"), ("unsettled", tmp_path / "none"))
+        for folder, models_dir in readings:
+            models_dir.mkdir(exist_ok=True)
+            settings = JobSettings(jobs_folder=tmp_path / folder / "jobs", poll_s=0.1)
+            queue = JobQueue(settings)
+            upload = queue.store.incoming()
+            upload.write_bytes(archive.getvalue())
+            job = queue.create(model="retinanet_gateway", archive=upload, options=QUERY)
+            queue.submit(job)
+            env = {"TF_SERVING_ADDRESS": keras_hub_server, "MODELS_DIR": str(models_dir),
+                   "MODEL_CONFIG_FILE": str(keras_hub_models / "models.config")}
+            workers.start(settings, predictor=None, **env)
+            wait_for(lambda q=queue, j=job: q.store.get(j.id).terminal, 180, f"the {folder} job to end")
+            results[folder] = queue.store.get(job.id)
+        settled = results["settled"]
+        assert settled.status == "succeeded", settled.error
+        path = JobQueue(JobSettings(jobs_folder=tmp_path / "settled" / "jobs")).store.result_path(
+            settled.id, "predictions.jsonl"
+        )
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [line["file"] for line in lines] == sorted(f"{name}.png" for name in khm.PICTURES)
+        for line in lines:
+            check_detections(line, expected["retinanet_gateway"][line["file"].removesuffix(".png")])
+        unsettled = results["unsettled"]
+        assert unsettled.status == "failed" and 'preprocessing = "in_model"' in unsettled.error
+        assert 'preprocessing = "gateway"' in unsettled.error
+    finally:
+        workers.stop_all()
