@@ -47,7 +47,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset(
     {"health.healthz", "health.readyz", "auth.login", "views.static", "restx_doc.static"}
 )
-FORM_ENDPOINTS = frozenset({"views.submit", "auth.login", "auth.logout"})
+# The job form (views.jobs_submit) is not here: its body is streamed to disk, so the view checks
+# its token (sent in the query string) before reading it.
+FORM_ENDPOINTS = frozenset(
+    {"views.submit", "views.job_cancel", "views.job_delete", "auth.login", "auth.logout"}
+)
 BROWSER_ENDPOINT_PREFIXES = ("views.", "auth.")
 API_PREFIXES = ("/api/", "/swagger.json", "/docs", "/swaggerui/")
 

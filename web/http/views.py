@@ -8,9 +8,13 @@ re-runs the model and every result has a URL that can be shared.
 
 from __future__ import annotations
 
+import hmac
+import io
+import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from flask import (
     Blueprint,
     Response,
@@ -24,15 +28,22 @@ from flask import (
     url_for,
 )
 from markupsafe import Markup, escape
+from PIL import Image
 from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from web.domain import Box, Classification, Detection, Mask
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
+from web.http.auth import CSRF_COOKIE, CSRF_FIELD, Forbidden, _same_origin, owner
 from web.http.errors import describe, error_response
+from web.http.jobs import JobMissing, cancel_job, delete_job, start_job, visible_job
+from web.jobs.archives import ArchiveError
+from web.jobs.store import JobNotFound
 from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
+from web.pipeline import images
 from web.pipeline.images import EXTENSIONS, SUPPORTED
-from web.pipeline.render import class_color
+from web.pipeline.render import class_color, render_prediction
 from web.pipeline.request import display_name
 from web.reading.catalog import ModelSummary
 from web.reading.label_maps import PBTXT_SUFFIXES, parse_label_map
@@ -330,3 +341,202 @@ def result_image(result_id: str):
 def result_original(result_id: str):
     """The uploaded original, byte for byte, with the type detected from its content."""
     return _send_stored(_store().get(result_id), "original")
+
+
+# -- jobs --------------------------------------------------------------------------------------
+# The browser side of the jobs API (web/http/jobs.py): a form that starts a job, a table of this
+# key's jobs whose progress bars jobs.js keeps live by polling GET /api/v1/jobs, and a page per job
+# with thumbnails of its first results. Starting, cancelling and deleting go through these form
+# routes, never the API: a signed-in browser session may only read the API (web/http/auth.py).
+
+JOB_THUMBNAILS = 8  # the job page shows the first pictures of a succeeded job, drawn
+THUMB_SIZE = 320  # the longer side of a thumbnail, in pixels
+ZIP_ACCEPT = ".zip,application/zip,application/x-zip-compressed"
+
+
+def _job_queue() -> Any:
+    return current_app.extensions["jobs"]
+
+
+def _render_jobs(error: str | None = None, status: int = 200, values: dict[str, str] | None = None):
+    models, models_notice = _model_choices()
+    form = dict(FORM_DEFAULTS)
+    if values:
+        form.update({k: v for k, v in values.items() if k in form})
+    if not form["model"] and models:
+        form["model"] = models[0].name
+    jobs = [job.to_json() for job in _job_queue().store.list(owner())]
+    settings = _gateway().settings
+    return (
+        render_template(
+            "jobs.html",
+            jobs=jobs,
+            models=models,
+            models_notice=models_notice,
+            form=form,
+            error=error,
+            zip_accept=ZIP_ACCEPT,
+            max_job_upload_mb=_megabytes(settings.max_job_upload_bytes),
+            max_job_pictures=settings.max_job_pictures,
+            limits=_limits,
+        ),
+        status,
+    )
+
+
+def _check_streamed_form() -> None:
+    """CSRF for the job form, whose body (up to MAX_JOB_UPLOAD_BYTES) is streamed to disk by
+    `start_job`: reading it as `request.form` for the usual check would hold it all in memory, so
+    this form carries its token in the query string of its action, checked here against the cookie
+    (the same double-submit rule as every other form), before a byte of the body is read."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and not _same_origin(origin):
+        raise Forbidden(f"this form was sent from another site ({origin[:100]}); use the gateway's own page")
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = request.args.get(CSRF_FIELD, "")
+    if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        raise Forbidden(
+            "the form's security token is missing or out of date: reload the page and send it again"
+        )
+
+
+@bp.get("/jobs")
+def jobs():
+    """Start a job from a zip; this key's jobs, newest first, with live progress (jobs.js)."""
+    return _render_jobs(values={"model": request.args.get("model", "")})
+
+
+@bp.post("/jobs")
+def jobs_submit():
+    """Start a job from the form (streamed to disk by the jobs API's `start_job`), then its page."""
+    _check_streamed_form()
+    try:
+        job = start_job()
+    except GatewayError as exc:
+        return _render_jobs(error=str(exc), status=exc.status)
+    except RequestEntityTooLarge as exc:
+        return _render_jobs(error=describe(exc)[1], status=413)
+    return redirect(url_for("views.job", job_id=job.id), code=303)
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id: str):
+    """One job: status, live progress, skipped files, result links and the first results drawn."""
+    found = visible_job(job_id)
+    return render_template(
+        "job.html",
+        job=found.to_json(),
+        thumbnails=_thumbnail_count(found),
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def job_cancel(job_id: str):
+    """Cancel a queued or running job (the form's `back=job` returns to its page, else to /jobs)."""
+    try:
+        cancel_job(job_id)
+    except GatewayError as exc:
+        if exc.status != 409:
+            raise
+        return _render_jobs(error=str(exc), status=409)
+    if request.form.get("back") == "job":
+        return redirect(url_for("views.job", job_id=job_id), code=303)
+    return redirect(url_for("views.jobs"), code=303)
+
+
+@bp.post("/jobs/<job_id>/delete")
+def job_delete(job_id: str):
+    """Delete the job and every file of it (cancelled first if it still runs)."""
+    visible_job(job_id)
+    delete_job(job_id)
+    return redirect(url_for("views.jobs"), code=303)
+
+
+def _first_records(job: Any, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` lines of a succeeded job's predictions.jsonl (read line by line, not whole)."""
+    if job.status != "succeeded" or "predictions.jsonl" not in job.results:
+        return []
+    try:
+        path = _job_queue().store.result_path(job.id, "predictions.jsonl")
+        records = []
+        with path.open("rb") as lines:
+            for line in lines:
+                if len(records) >= limit:
+                    break
+                if line.strip():
+                    records.append(json.loads(line))
+        return records
+    except (JobNotFound, OSError, ValueError):
+        return []
+
+
+def _thumbnail_count(job: Any) -> int:
+    return len(_first_records(job, JOB_THUMBNAILS))
+
+
+@bp.get("/jobs/<job_id>/thumbs/<int:index>.jpg")
+def job_thumbnail(job_id: str, index: int):
+    """Picture `index` (0-based, in predictions.jsonl's order) of a succeeded job, small, with its
+    boxes, masks and captions drawn by the gateway's renderer; made on request, nothing stored."""
+    found = visible_job(job_id)
+    records = _first_records(found, JOB_THUMBNAILS) if 0 <= index < JOB_THUMBNAILS else []
+    if index >= len(records):
+        raise JobMissing(f"no thumbnail {index}: a succeeded job has its first {JOB_THUMBNAILS} drawn")
+    record = records[index]
+    try:
+        data = _job_queue().store.archive(found).read(str(record.get("file", "")))
+    except (JobNotFound, ArchiveError, KeyError, OSError):
+        raise JobMissing(f"the picture of thumbnail {index} cannot be read from the job's archive") from None
+    response = send_file(
+        io.BytesIO(_draw_thumbnail(data, record)), mimetype="image/jpeg", max_age=FILE_MAX_AGE_S
+    )
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response
+
+
+def _draw_thumbnail(data: bytes, record: dict[str, Any]) -> bytes:
+    """The picture decoded at thumbnail size (as the pipeline decodes it: EXIF orientation applied, so
+    the boxes fit), the record's detections scaled to it and drawn with `render_prediction`."""
+    gateway = _gateway()
+    info = images.inspect_image(data, max_pixels=gateway.settings.max_image_pixels, complete=False)
+    scale = min(1.0, THUMB_SIZE / max(info.width, info.height))
+    size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+    with gateway.decode_budget.reserve(info.width * info.height, "drawing a job's thumbnail"):
+        picture = images.decode_image(data, info, size=size, strict=False)
+    if picture.size != size:
+        picture = picture.resize(size)
+    shown = record.get("image") or {}
+    sx = size[0] / max(1, int(shown.get("width") or info.width))
+    sy = size[1] / max(1, int(shown.get("height") or info.height))
+    detections = []
+    for det in record.get("detections") or []:
+        box = det.get("box") or {}
+        mask = None
+        rle = det.get("mask")
+        if isinstance(rle, dict) and "counts" in rle and "size" in rle:
+            full = mask_utils.decode({"size": list(rle["size"]), "counts": rle["counts"]})
+            small = Image.fromarray(full * 255).resize(size, Image.Resampling.NEAREST)
+            mask = Mask(size=(size[1], size[0]), top=0, left=0, patch=np.asarray(small) > 127)
+        detections.append(
+            Detection(
+                class_id=int(det.get("class_id") or 0),
+                label=str(det.get("label", "")),
+                score=float(det.get("score", 0.0)),
+                box=Box(
+                    float(box.get("xmin", 0)) * sx,
+                    float(box.get("ymin", 0)) * sy,
+                    float(box.get("xmax", 0)) * sx,
+                    float(box.get("ymax", 0)) * sy,
+                ),
+                mask=mask,
+            )
+        )
+    classes = record.get("classes")
+    if classes is not None:
+        classes = [
+            Classification(int(c.get("class_id") or 0), str(c.get("label", "")), float(c.get("score", 0.0)))
+            for c in classes
+        ]
+    drawn = render_prediction(picture, detections, classes, in_place=True)
+    return images.encode_image(drawn, RENDER_FORMAT, quality=85)
