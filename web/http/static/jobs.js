@@ -102,6 +102,9 @@
       setText(node, job.status);
       node.className = "job-status status-" + job.status;
     });
+    each(el, "[data-job-model]", function (node) {
+      setText(node, job.model.name + (job.model.version ? " v" + job.model.version : ""));
+    });
     var total = job.progress.total;
     each(el, "[data-job-progress]", function (bar) {
       bar.max = total || 1;

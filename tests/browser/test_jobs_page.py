@@ -1,0 +1,198 @@
+"""The jobs pages in Chromium, with API keys set: a signed-in browser starts jobs from the form with a
+real zip, a real `python -m web.worker` predicts them over gRPC with the demo model server, and the page
+shows the progress bar reaching the total, the result links and the thumbnails without being reloaded;
+the cancel and delete buttons work, and no page meets a Content-Security-Policy violation."""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from werkzeug.serving import make_server
+
+from demo.synthetic import encode_jpeg, generate_image
+from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage
+from tests.support.model_server import REPO_ROOT
+from tests.web.jobs.queue_helpers import Workers
+from web.jobs.config import JobSettings
+from web.jobs.exporters import RESULT_FILES
+
+KEY = "jobs-browser-key"
+PICTURES = 12
+RECORD_VIOLATIONS = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+    e => window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline')));
+"""
+# Set once a page has loaded: still there later means the page was never reloaded meanwhile.
+MARK = "() => { window.__sameLoad = true; }"
+SAME_LOAD = "() => window.__sameLoad === true"
+THUMBNAILS_LOADED = (
+    "() => { const imgs = [...document.querySelectorAll('#job-thumbnails img')];"
+    " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.length; }"
+)
+
+
+@pytest.fixture()
+def serving(demo_model_server: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "TF_SERVING_ADDRESS": demo_model_server,
+        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
+        "JOBS_FOLDER": str(tmp_path / "jobs"),
+        "JOB_QUEUE_POLL_S": "0.1",
+        "JOB_CHUNK_SIZE": "3",
+    }
+
+
+@pytest.fixture()
+def keyed_gateway(serving: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    from web import create_app
+
+    app = create_app({
+        **serving,
+        "UPLOAD_FOLDER": str(tmp_path / "upload_folder"),
+        "OUTPUT_FOLDER": str(tmp_path / "output"),
+        "API_KEYS": KEY,
+        "SECRET_KEY": "jobs-browser-session-secret",
+    })
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture()
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture()
+def archive(tmp_path: Path) -> Path:
+    """A real zip of generated photos in two folders, plus a file that is not a picture."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(PICTURES):
+            image, _ = generate_image(rng, 480, 360, min_shapes=1, max_shapes=3)
+            zf.writestr(f"{'day' if i % 2 else 'night'}/{i:02d}.jpg", encode_jpeg(image))
+        zf.writestr("notes/readme.txt", b"not a picture")
+    return path
+
+
+def violations(page) -> list[str]:
+    return page.evaluate("() => window.__csp || []")
+
+
+def start_job(page, base: str, archive: Path) -> str:
+    """Start a job from the form on /jobs; the id of the job page it lands on."""
+    page.goto(f"{base}/jobs")
+    page.select_option("#model", "shapes")
+    page.set_input_files("#archive", str(archive))
+    page.click("#start-job")
+    page.wait_for_url(f"{base}/jobs/*")
+    assert violations(page) == []
+    return page.url.rsplit("/", 1)[1]
+
+
+def row(page, job_id: str):
+    return page.locator(f"#jobs-table tr[data-job='{job_id}']")
+
+
+def test_jobs_from_the_form_with_live_progress_results_thumbnails_cancel_and_delete(
+    keyed_gateway: str, serving: dict[str, str], workers: Workers, browser_page: BrowserPage, archive: Path
+) -> None:
+    page = browser_page.page
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.goto(f"{keyed_gateway}/jobs")
+    assert "/login?next=" in page.url
+    page.fill("#key", KEY)
+    page.click("#sign-in")
+    page.wait_for_url(f"{keyed_gateway}/jobs")
+    assert page.locator("#no-jobs").is_visible()
+
+    # A job started with no worker running waits, queued, on its page.
+    first = start_job(page, keyed_gateway, archive)
+    assert page.locator("[data-job-status]").inner_text() == "queued"
+    bar = page.locator("progress[data-job-progress]")
+    assert bar.get_attribute("max") == str(PICTURES) and bar.get_attribute("value") == "0"
+    assert "notes/readme.txt" in page.locator("[data-job-skipped]").inner_text()
+    page.evaluate(MARK)
+
+    # A worker starts: the same page (never reloaded) follows the job to its end.
+    settings = JobSettings.from_env(serving)
+    workers.start(settings, predictor=None, **serving)
+    page.wait_for_function(
+        f"() => document.querySelector('progress[data-job-progress]').value === {PICTURES}", timeout=120_000
+    )
+    page.wait_for_function(
+        "() => document.querySelector('[data-job-status]').textContent === 'succeeded'", timeout=60_000
+    )
+    assert page.locator("[data-job-count]").inner_text() == f"{PICTURES} / {PICTURES}"
+    links = page.locator("[data-job-results] a")
+    all_links = f"() => document.querySelectorAll('[data-job-results] a').length === {len(RESULT_FILES)}"
+    page.wait_for_function(all_links)
+    assert sorted(links.all_inner_texts()) == sorted(RESULT_FILES)
+    assert page.locator("[data-job-cancel]").is_hidden()  # nothing left to cancel
+    assert page.wait_for_function(THUMBNAILS_LOADED, timeout=60_000).json_value() == 8  # the first eight
+    assert page.evaluate(SAME_LOAD), "the job page was reloaded"
+    # Every result link downloads its file with the browser's session.
+    for link in links.all():
+        answer = page.request.get(f"{keyed_gateway}{link.get_attribute('href')}")
+        assert answer.status == 200 and answer.body(), link.inner_text()
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "job.png"), full_page=True)
+    assert violations(page) == []
+
+    # With the worker stopped, two more jobs wait; the first one is cancelled from the table.
+    workers.stop_all()
+    waiting = start_job(page, keyed_gateway, archive)
+    later = start_job(page, keyed_gateway, archive)
+    page.goto(f"{keyed_gateway}/jobs")
+    assert [page.locator("#jobs-table tbody tr").nth(i).get_attribute("data-job") for i in range(3)] == [
+        later, waiting, first,
+    ]  # newest first
+    assert row(page, first).locator("[data-job-status]").inner_text() == "succeeded"
+    assert row(page, first).locator("[data-job-results] a").count() == len(RESULT_FILES)
+    row(page, waiting).locator("[data-job-cancel-button]").click()
+    page.wait_for_url(f"{keyed_gateway}/jobs")
+    assert row(page, waiting).locator("[data-job-status]").inner_text() == "cancelled"
+    assert row(page, waiting).locator("[data-job-cancel]").is_hidden()
+    assert row(page, later).locator("[data-job-status]").inner_text() == "queued"
+
+    # A worker again: the table's bar for the queued job fills up without a reload.
+    page.evaluate(MARK)
+    workers.start(settings, predictor=None, **serving)
+    later_row = f"#jobs-table tr[data-job='{later}']"
+    page.wait_for_function(
+        f"() => document.querySelector(\"{later_row} [data-job-status]\").textContent === 'succeeded'",
+        timeout=120_000,
+    )
+    assert row(page, later).locator("progress").get_attribute("value") == str(PICTURES)
+    assert row(page, later).locator("[data-job-results] a").count() == len(RESULT_FILES)
+    assert row(page, later).locator("[data-job-cancel]").is_hidden()
+    assert row(page, later).locator("[data-job-model]").inner_text() == "shapes v1"  # the version it ran
+    assert page.evaluate(SAME_LOAD), "the jobs page was reloaded"
+    page.screenshot(path=str(SCREENSHOT_DIR / "jobs.png"), full_page=True)
+    assert violations(page) == []
+
+    # Delete buttons: the rows go, and so do the jobs' files.
+    for job_id in (waiting, first):
+        row(page, job_id).locator("[data-job-delete-button]").click()
+        page.wait_for_url(f"{keyed_gateway}/jobs")
+        assert row(page, job_id).count() == 0
+        assert not (Path(serving["JOBS_FOLDER"]) / job_id).exists()
+    assert page.locator("#jobs-table tbody tr").count() == 1
+    page.goto(f"{keyed_gateway}/jobs/{first}")
+    assert page.locator("#error-message").count() == 1  # the deleted job's page: not found
+    assert violations(page) == []
