@@ -182,3 +182,23 @@ def test_the_compose_redis_and_worker_run_a_job(
     finally:
         stop_process(proc, 30)
     assert "Traceback" not in log.read_text(errors="replace"), log_tail(log)
+
+
+def test_the_kubernetes_worker_readiness_probe_asks_the_queue(redis_port: int) -> None:
+    """The worker Deployment's readiness command, run here: ready while its Redis answers, not ready
+    when nothing listens at JOB_QUEUE_URL."""
+    from tests.deploy.test_k8s import plain_env, worker
+
+    _, c = worker()
+    command = c["readinessProbe"]["exec"]["command"]
+    timeout = c["readinessProbe"]["timeoutSeconds"]
+    assert command[0] == "python"
+    url = urllib.parse.urlsplit(plain_env(c)["JOB_QUEUE_URL"])
+
+    def probe(port: int) -> int:
+        env = {"PATH": os.environ["PATH"], "JOB_QUEUE_URL": url._replace(netloc=f"127.0.0.1:{port}").geturl()}
+        run = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=timeout)
+        return run.returncode
+
+    wait_for(lambda: probe(redis_port) == 0, 20, "the readiness probe to pass")
+    assert probe(free_port()) != 0
