@@ -226,7 +226,8 @@ def test_a_job_from_the_form_to_its_results_and_thumbnails(tmp_path: Path, servi
         assert f'href="/api/v1/jobs/{job_id}/results/{name}"' in page
     thumbs = re.findall(rf'src="(/jobs/{job_id}/thumbs/\d+\.jpg)"', page)
     assert thumbs == [f"/jobs/{job_id}/thumbs/{i}.jpg" for i in range(8)]  # the first eight of ten
-    assert client.get(f"/jobs/{job_id}/thumbs/8.jpg").status_code == 404
+    for beyond in ("8", "-1", "x", "007", "1e3"):
+        assert client.get(f"/jobs/{job_id}/thumbs/{beyond}.jpg").status_code == 404, beyond
 
     jsonl = client.get(f"/api/v1/jobs/{job_id}/results/predictions.jsonl").data
     lines = [json.loads(line) for line in jsonl.splitlines()]

@@ -474,12 +474,13 @@ def _thumbnail_count(job: Any) -> int:
     return len(_first_records(job, JOB_THUMBNAILS))
 
 
-@bp.get("/jobs/<job_id>/thumbs/<int:index>.jpg")
-def job_thumbnail(job_id: str, index: int):
+@bp.get("/jobs/<job_id>/thumbs/<number>.jpg")
+def job_thumbnail(job_id: str, number: str):
     """Picture `index` (0-based, in predictions.jsonl's order) of a succeeded job, small, with its
     boxes, masks and captions drawn by the gateway's renderer; made on request, nothing stored."""
     found = visible_job(job_id)
-    records = _first_records(found, JOB_THUMBNAILS) if 0 <= index < JOB_THUMBNAILS else []
+    index = int(number) if number.isdecimal() and len(number) < 3 else JOB_THUMBNAILS
+    records = _first_records(found, JOB_THUMBNAILS) if index < JOB_THUMBNAILS else []
     if index >= len(records):
         raise JobMissing(f"no thumbnail {index}: a succeeded job has its first {JOB_THUMBNAILS} drawn")
     record = records[index]
