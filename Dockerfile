@@ -32,8 +32,8 @@ RUN pip install --only-binary=:all: -r requirements/web.txt
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin app \
-    && mkdir -p upload_folder output \
-    && chown app:app upload_folder output
+    && mkdir -p upload_folder output jobs \
+    && chown app:app upload_folder output jobs
 
 COPY web/ web/
 COPY templates/ templates/
@@ -46,6 +46,7 @@ ENV TF_SERVING_ADDRESS=tf_server:8500 \
     MODELS_DIR=/tf_server/models \
     UPLOAD_FOLDER=/app/upload_folder \
     OUTPUT_FOLDER=/app/output \
+    JOBS_FOLDER=/app/jobs \
     WEB_CONCURRENCY=4 \
     GUNICORN_CMD_ARGS="--bind=0.0.0.0:5000 --threads=4 --timeout=60 --graceful-timeout=30 --worker-tmp-dir=/dev/shm --access-logfile=- --no-control-socket" \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus

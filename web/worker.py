@@ -85,6 +85,10 @@ def main(
 ) -> int:
     """Run one worker until SIGTERM or SIGINT (graceful: running chunks end first, see JobQueue.consumer)."""
     args = build_parser().parse_args(argv)
+    # Prometheus' multiprocess folder is gunicorn's (the image sets it for the gateway); a worker's own
+    # counters are not scraped (the gateway's /metrics reports jobs from JOBS_FOLDER), so it keeps
+    # them in memory instead of failing on a folder only gunicorn creates.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
