@@ -18,6 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from demo.digits import generate_digit
 from demo.synthetic import encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
 from tests.support.model_server import REPO_ROOT
@@ -262,3 +263,33 @@ def test_a_job_from_the_form_to_its_results_and_thumbnails(tmp_path: Path, servi
     assert client.get(f"/jobs/{job_id}").status_code == 404
     assert client.get(f"/jobs/{job_id}/thumbs/0.jpg").status_code == 404
     assert job_folders(serving) == []
+
+
+def test_a_classifiers_thumbnails_show_its_top_classes(tmp_path: Path, serving, workers: Workers) -> None:
+    client = make_client(tmp_path, serving)
+    token = flask_csrf_token(client, "/jobs")
+    rng = np.random.default_rng(3)
+    digits = {f"d/{i}.jpg": encode_jpeg(generate_digit(rng, digit=i, height=400).image) for i in range(2)}
+    started = post_form(client, zip_of(digits), token, model="digits", min_score="0")
+    job_id = JOB_PAGE.search(started.headers["Location"]).group(1)
+    workers.start(JobSettings.from_env(serving), predictor=None, **serving)
+    wait_for(
+        lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "succeeded",
+        120,
+        f"job {job_id} to succeed\n{workers.logs()[-3000:]}",
+    )
+    jsonl = client.get(f"/api/v1/jobs/{job_id}/results/predictions.jsonl").data
+    first = json.loads(jsonl.splitlines()[0])
+    assert first["classes"], first
+    answer = client.get(f"/jobs/{job_id}/thumbs/0.jpg")
+    assert answer.status_code == 200
+    thumb = np.asarray(Image.open(io.BytesIO(answer.data)).convert("RGB"), dtype=float)
+    height, width = thumb.shape[:2]
+    assert max(height, width) == 320
+    plain = Image.open(io.BytesIO(digits[first["file"]])).convert("RGB").resize((width, height))
+    plain = np.asarray(plain, dtype=float)
+    # the captions of the top classes are drawn from the top-left corner down, in their class colours
+    corner = (slice(2, 14), slice(2, 30))
+    color = np.array(class_color(first["classes"][0]["class_id"]), dtype=float)
+    assert np.abs(thumb[corner] - color).mean() < 0.7 * np.abs(plain[corner] - color).mean()  # text: black
+    assert np.abs(thumb[height // 2 :] - plain[height // 2 :]).mean() < 12  # the rest: the picture
