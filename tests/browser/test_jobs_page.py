@@ -196,3 +196,33 @@ def test_jobs_from_the_form_with_live_progress_results_thumbnails_cancel_and_del
     page.goto(f"{keyed_gateway}/jobs/{first}")
     assert page.locator("#error-message").count() == 1  # the deleted job's page: not found
     assert violations(page) == []
+
+
+def test_a_refused_zip_comes_back_with_the_message_and_the_choices_made(
+    keyed_gateway: str, browser_page: BrowserPage, tmp_path: Path
+) -> None:
+    page = browser_page.page
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.goto(f"{keyed_gateway}/login?next=/jobs")
+    page.fill("#key", KEY)
+    page.click("#sign-in")
+    page.wait_for_url(f"{keyed_gateway}/jobs")
+    not_a_zip = tmp_path / "pictures.zip"
+    not_a_zip.write_bytes(b"these bytes are not a zip archive")
+    page.select_option("#model", "digits")
+    page.fill("#max_detections", "7")
+    page.locator("#min_score").focus()
+    page.keyboard.press("Home")  # 0.00
+    page.set_input_files("#archive", str(not_a_zip))
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.click("#start-job")
+    assert posted.value.status == 400
+    page.wait_for_selector("#form-error")
+    assert "zip" in page.locator("#form-error").inner_text().lower()
+    assert page.locator("#model").input_value() == "digits"
+    assert page.locator("#max_detections").input_value() == "7"
+    assert page.locator("#min_score").input_value() == "0"
+    assert page.locator("#min_score_value").inner_text() == "0.00"
+    assert violations(page) == []
+    page.goto(f"{keyed_gateway}/jobs")  # a fresh visit starts from the defaults again
+    assert page.locator("#max_detections").input_value() == "100"

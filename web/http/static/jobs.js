@@ -14,9 +14,27 @@
       slider.addEventListener("input", show);
       show();
     }
+    // A refused upload comes back as the page with its message: the choices made are put back (the
+    // server cannot echo them, it refused the body before reading it as a form). The zip is chosen again.
+    var KEPT = ["model", "min_score", "max_detections", "version", "version_label", "iou_threshold"];
+    var storageKey = "job-form";
+    try {
+      var kept = JSON.parse(window.sessionStorage.getItem(storageKey) || "null");
+      if (kept && document.getElementById("form-error")) {
+        KEPT.forEach(function (name) {
+          var field = form.elements[name];
+          if (field && typeof kept[name] === "string") field.value = kept[name];
+        });
+        if (slider && output) output.value = Number(slider.value).toFixed(2);
+      }
+      window.sessionStorage.removeItem(storageKey);
+    } catch (e) { /* storage off: the defaults stay */ }
     var button = document.getElementById("start-job");
     var busy = document.getElementById("busy");
     form.addEventListener("submit", function () {
+      var values = {};
+      KEPT.forEach(function (name) { if (form.elements[name]) values[name] = form.elements[name].value; });
+      try { window.sessionStorage.setItem(storageKey, JSON.stringify(values)); } catch (e) { /* no storage */ }
       if (button) button.disabled = true;
       if (busy) busy.hidden = false;
     });
