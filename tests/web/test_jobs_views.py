@@ -5,6 +5,7 @@ shows its result links and thumbnails drawn with its boxes."""
 
 from __future__ import annotations
 
+import html as html_lib
 import io
 import json
 import re
@@ -15,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from flask.testing import FlaskClient
 from PIL import Image
 
 from demo.digits import generate_digit
 from demo.synthetic import encode_jpeg, generate_image
 from tests.support.forms import flask_csrf_token
+from tests.support.gunicorn_gateway import running_gateway
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers, wait_for
 from web import create_app
@@ -293,3 +296,25 @@ def test_a_classifiers_thumbnails_show_its_top_classes(tmp_path: Path, serving, 
     color = np.array(class_color(first["classes"][0]["class_id"]), dtype=float)
     assert np.abs(thumb[corner] - color).mean() < 0.7 * np.abs(plain[corner] - color).mean()  # text: black
     assert np.abs(thumb[height // 2 :] - plain[height // 2 :]).mean() < 12  # the rest: the picture
+
+
+def test_the_form_under_gunicorn(tmp_path: Path, serving) -> None:
+    """As in production: the form's zip streamed through gunicorn, refused or started as in the app."""
+    with running_gateway(tmp_path / "gunicorn", **serving, MAX_JOB_UPLOAD_BYTES="200000") as base:
+        session = requests.Session()
+        page = session.get(f"{base}/jobs", timeout=60).text
+        action = html_lib.unescape(re.search(r'<form [^>]*action="(/jobs\?csrf_token=[^"]+)"', page).group(1))
+        archive = zip_of(pictures(3, (160, 120)))
+        fields = {"model": "shapes", "min_score": "0.3"}
+        files = {"archive": ("photos.zip", archive, "application/zip")}
+        refused = session.post(f"{base}/jobs", data=fields, files=files, timeout=60, allow_redirects=False)
+        assert refused.status_code == 403  # no token
+        started = session.post(f"{base}{action}", data=fields, files=files, timeout=60, allow_redirects=False)
+        assert started.status_code == 303, started.text[:1000]
+        job_id = JOB_PAGE.search(started.headers["Location"]).group(1)
+        assert session.get(f"{base}/jobs/{job_id}", timeout=60).status_code == 200
+        big = {"archive": ("big.zip", zip_of({"noise.bin": np.random.default_rng(1).bytes(300_000)}), "")}
+        too_large = session.post(f"{base}{action}", data=fields, files=big, timeout=60, allow_redirects=False)
+        assert too_large.status_code == 413 and "MAX_JOB_UPLOAD_BYTES" in too_large.text
+        assert 'id="job-form"' in too_large.text
+    assert [p.name for p in job_folders(serving)] == [job_id]
