@@ -1,4 +1,5 @@
-"""HTML pages: the upload form, the result page, recent results, and the stored files behind them.
+"""HTML pages: the upload form, the result page, recent results, the stored files behind them, and
+the jobs pages (start a job from a zip, follow its progress, its results and first pictures drawn).
 
 The views only translate between HTTP forms and the gateway facade (`app.extensions["gateway"]`):
 prediction, rendering and validation live below them. A submitted form is stored and answered
@@ -124,11 +125,7 @@ def _model_choices() -> tuple[list[Any], str | None]:
 
 def _render_form(values: dict[str, str] | None = None, error: str | None = None, status: int = 200):
     models, models_notice = _model_choices()
-    form = dict(FORM_DEFAULTS)
-    if values:
-        form.update({k: v for k, v in values.items() if k in form})
-    if not form["model"] and models:
-        form["model"] = models[0].name
+    form = _form_values(values, models)
     settings = _gateway().settings
     return (
         render_template(
@@ -144,6 +141,16 @@ def _render_form(values: dict[str, str] | None = None, error: str | None = None,
         ),
         status,
     )
+
+
+def _form_values(values: dict[str, str] | None, models: list[Any]) -> dict[str, str]:
+    """The form's fields: the declared defaults, the values given, and the first model by default."""
+    form = dict(FORM_DEFAULTS)
+    if values:
+        form.update({k: v for k, v in values.items() if k in form})
+    if not form["model"] and models:
+        form["model"] = models[0].name
+    return form
 
 
 def _limits(name: str) -> Markup:
@@ -360,11 +367,7 @@ def _job_queue() -> Any:
 
 def _render_jobs(error: str | None = None, status: int = 200, values: dict[str, str] | None = None):
     models, models_notice = _model_choices()
-    form = dict(FORM_DEFAULTS)
-    if values:
-        form.update({k: v for k, v in values.items() if k in form})
-    if not form["model"] and models:
-        form["model"] = models[0].name
+    form = _form_values(values, models)
     jobs = [job.to_json() for job in _job_queue().store.list(owner())]
     settings = _gateway().settings
     return (
