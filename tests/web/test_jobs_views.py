@@ -169,8 +169,8 @@ def test_with_keys_the_forms_need_their_token_and_the_sites_origin(tmp_path: Pat
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 403
     assert client.post(f"/jobs/{job_id}/delete", data={"csrf_token": "y" * 43}).status_code == 403
     assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "queued"
-    cancelled = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
-    assert cancelled.status_code == 303 and cancelled.headers["Location"].endswith("/jobs")
+    cancelled = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token, "back": "job"})
+    assert cancelled.status_code == 303 and cancelled.headers["Location"].endswith(f"/jobs/{job_id}")
     assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "cancelled"
     again = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token})
     assert again.status_code == 409 and "already cancelled" in again.get_data(as_text=True)
