@@ -186,8 +186,7 @@ class JobStore:
     """Jobs as folders under `root` (JOBS_FOLDER). Safe to use from many threads, processes and machines."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # made with the first upload: an app that never sees a job writes nothing
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -216,7 +215,7 @@ class JobStore:
     def incoming(self, suffix: str = ".zip") -> Path:
         """A fresh path to stream an upload to, on the jobs' file system (so `create` just renames it)."""
         folder = self.root / INCOMING
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{uuid.uuid4().hex}{suffix}"
 
     # -- create, read, update ------------------------------------------------------------------------
@@ -295,7 +294,7 @@ class JobStore:
     def list(self, owner: str | None = None) -> list[Job]:
         """Every job `owner` may see (None: all), newest first."""
         jobs = []
-        for path in self.root.iterdir():
+        for path in self._entries():
             if not _JOB_ID.fullmatch(path.name):
                 continue
             try:
@@ -401,6 +400,13 @@ class JobStore:
                         else:
                             path.unlink()
         return deleted
+
+    def _entries(self) -> list[Path]:
+        """What JOBS_FOLDER holds (nothing yet when no job was ever uploaded)."""
+        try:
+            return list(self.root.iterdir())
+        except FileNotFoundError:
+            return []
 
     def usage_bytes(self) -> int:
         """Bytes of every file under JOBS_FOLDER (jobs, uploads being received, the embedded queue)."""
