@@ -9,9 +9,12 @@ but `/healthz`, a bare `/readyz`, the sign-in page and static files needs one of
   be used by another site's script);
 * `METRICS_TOKEN` as a bearer token, for `/metrics` only (scrapers).
 
-Every HTML form (upload, sign-in, sign-out) carries a CSRF token that must match a cookie only this
-site can set (double-submit; SameSite=Strict), and a POST whose Origin is another site is refused:
-a cross-site page can neither read the token nor send the cookie with its POST.
+Every HTML form (upload, sign-in, sign-out, the jobs page's cancel and delete) carries a CSRF token
+that must match a cookie only this site can set (double-submit; SameSite=Strict), and a POST whose
+Origin is another site is refused: a cross-site page can neither read the token nor send the cookie
+with its POST. The job upload form (`POST /jobs`, up to MAX_JOB_UPLOAD_BYTES) sends its token in
+the query string instead, so it is checked before a byte of the archive is read (the body is
+streamed to disk, never parsed as a form in memory); `web/http/views.py` checks it.
 """
 
 from __future__ import annotations
