@@ -10,6 +10,13 @@ request asks for the picture with boxes and masks drawn as well (``picture=jpeg`
 the gateway to read; only with ``--label-map`` is a multipart body sent. A progress bar goes to
 stderr when several images are sent and stderr is a terminal.
 
+    python -m web.client job MODEL archive.zip --out DIR [--url ...] [--min-score ...] [--timeout S]
+
+runs a job instead (``POST /api/v1/jobs``): the zip is streamed from disk (its multipart body is
+written around the file in 1 MiB pieces, never read whole), the job's progress is polled about once
+a second and drawn on stderr, and its result files are downloaded into DIR. Ctrl-C while waiting
+cancels the job on the server.
+
 Why stdlib only: the client ships inside the gateway package and is useful on any machine with
 Python 3.11, so it must not need ``requests`` (not in requirements/web.txt) or anything else to be
 installed; multipart bodies are encoded by hand. The options it sends are checked against the
@@ -18,7 +25,10 @@ the server accept exactly the same values.
 
 Exit status: 0 when every image was processed, 1 when some failed (a missing file, a rejected
 image, a model-server error) -- the others are still processed -- and 2 when nothing can work
-(the gateway cannot be reached, wrong API key, unknown model) or the arguments are wrong.
+(the gateway cannot be reached, wrong API key, unknown model) or the arguments are wrong. For
+``job``: 0 when the job succeeded and its files are in DIR, 1 when it failed, was cancelled, outlived
+``--timeout`` or its files could not be downloaded, 2 when the upload was refused (the server's
+message says why) or the arguments are wrong, 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -26,16 +36,19 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
+import http.client
 import json
 import mimetypes
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -333,6 +346,451 @@ def run(
     return 0
 
 
+# -- jobs: a zip of pictures in, every result file out ------------------------------------------------
+
+UPLOAD_PIECE_BYTES = 1 << 20  # the archive goes out (and results come in) this much at a time
+JOB_POLL_S = 1.0
+DEFAULT_JOB_TIMEOUT_S = 24 * 3600.0
+UPLOAD_ANSWER_TIMEOUT_S = 600.0  # the gateway reads the whole archive's directory before it answers
+CANCEL_TIMEOUT_S = 10.0
+UNREACHABLE_GIVE_UP_S = 600.0  # a gateway restarting keeps its jobs: polls retry this long before giving up
+DOWNLOAD_TRIES = 3
+PLAIN_PROGRESS_EVERY_S = 10.0  # without a terminal, a progress line at most this often (and at each change)
+JOB_ENDED = frozenset({"succeeded", "failed", "cancelled"})
+SKIPPED_SHOWN = 20
+
+
+class JobEnded(Exception):
+    """The job did not give results: it failed, was cancelled, or outlived ``--timeout``."""
+
+
+def _form_field(boundary: str, name: str, value: str) -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+    ).encode()
+
+
+def _job_path(job_id: str, *rest: str) -> str:
+    return "/".join(("/api/v1/jobs", urllib.parse.quote(job_id, safe=""), *rest))
+
+
+class JobClient:
+    """The jobs API of one gateway: the streamed upload, polls, cancel and streamed downloads.
+
+    The upload uses http.client directly so that the multipart body is sent as head, file pieces and
+    tail with a Content-Length computed beforehand: urllib would need the body as one bytes object."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        headers = {"Accept": "application/json", **extra}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _unreachable(self, reason: object) -> GatewayUnreachable:
+        return GatewayUnreachable(
+            f"cannot reach the gateway at {self.url}: {reason}. Is it running? Pass its address with --url."
+        )
+
+    def resolve(self, link: str) -> str:
+        """A result link as an absolute URL: a path is under ``--url``; another host is refused, so the
+        API key never goes anywhere else."""
+        parts = urllib.parse.urlsplit(link)
+        if not parts.scheme:
+            return self.url + ("" if link.startswith("/") else "/") + link
+        own = urllib.parse.urlsplit(self.url)
+        if (parts.scheme, parts.netloc) != (own.scheme, own.netloc):
+            raise ApiError(200, f"the gateway linked a result on another host ({parts.netloc}): not followed")
+        return link
+
+    def _open(self, method: str, url: str, timeout_s: float | None = None) -> Any:
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(url, data=data, headers=self._headers(), method=method)
+        try:
+            return urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s)
+        except urllib.error.HTTPError as exc:
+            try:
+                message = _error_message(exc.code, exc.read())
+            finally:
+                exc.close()
+            raise ApiError(exc.code, message) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise self._unreachable(getattr(exc, "reason", exc)) from None
+
+    def _json(self, method: str, path: str, timeout_s: float | None = None) -> dict[str, Any]:
+        try:
+            with self._open(method, self.url + path, timeout_s) as response:
+                body = response.read()
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        return _job_json(body)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._json("GET", _job_path(job_id))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", _job_path(job_id, "cancel"), CANCEL_TIMEOUT_S)
+
+    def submit(
+        self,
+        model: str,
+        archive: Path,
+        fields: dict[str, str],
+        on_sent: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v1/jobs`` with `archive` streamed from disk; the job JSON of the 202 answer."""
+        boundary = f"----web-client-{uuid.uuid4().hex}"
+        values = {"model": model, **fields}
+        head = b"".join(_form_field(boundary, name, value) for name, value in values.items())
+        safe_name = "".join(
+            c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in archive.name
+        )
+        head += (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="archive"; filename="{safe_name}"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        size = archive.stat().st_size
+        target = urllib.parse.urlsplit(self.url)
+        https = target.scheme == "https"
+        connection_type = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        connection = connection_type(target.hostname or "localhost", target.port, timeout=self.timeout_s)
+        try:
+            with archive.open("rb") as file:
+                connection.putrequest("POST", target.path.rstrip("/") + "/api/v1/jobs")
+                headers = self._headers(
+                    **{
+                        "Content-Type": f"multipart/form-data; boundary={boundary}",
+                        "Content-Length": str(len(head) + size + len(tail)),
+                    }
+                )
+                for name, value in headers.items():
+                    connection.putheader(name, value)
+                connection.endheaders()
+                refused: OSError | None = None
+                try:
+                    connection.send(head)
+                    sent = 0
+                    while piece := file.read(UPLOAD_PIECE_BYTES):
+                        connection.send(piece)
+                        sent += len(piece)
+                        if on_sent is not None:
+                            on_sent(sent, size)
+                    if sent != size:
+                        raise ApiError(0, f"{archive} changed size while it was being sent: send it again")
+                    connection.send(tail)
+                except (BrokenPipeError, ConnectionResetError) as exc:
+                    refused = exc  # the gateway answered before reading everything: read why, below
+            if connection.sock is not None:
+                connection.sock.settimeout(max(self.timeout_s, UPLOAD_ANSWER_TIMEOUT_S))
+            try:
+                response = connection.getresponse()
+                status, body = response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                if refused is not None:
+                    raise self._unreachable(
+                        f"the connection was closed during the upload ({refused}); is the archive over "
+                        "the gateway's MAX_JOB_UPLOAD_BYTES?"
+                    ) from None
+                raise self._unreachable(exc) from None
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+                raise ApiError(0, f"cannot read {archive}: {exc.strerror or exc}") from None
+            raise self._unreachable(exc) from None
+        finally:
+            connection.close()
+        if status >= 400:
+            raise ApiError(status, _error_message(status, body))
+        return _job_json(body)
+
+    def download(self, link: str, target: Path) -> int:
+        """One result file into `target`, streamed to a temporary file beside it and renamed: `target`
+        is whole or absent. The number of bytes written."""
+        url = self.resolve(link)
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        size = 0
+        try:
+            with self._open("GET", url) as response, temp.open("xb") as out:
+                while piece := response.read(UPLOAD_PIECE_BYTES):
+                    out.write(piece)
+                    size += len(piece)
+            os.replace(temp, target)
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise self._unreachable(f"the download of {target.name} broke off: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
+        return size
+
+
+def _job_json(body: bytes) -> dict[str, Any]:
+    try:
+        job = json.loads(body)
+    except ValueError:
+        raise ApiError(200, "the gateway answered with something that is not JSON") from None
+    if not isinstance(job, dict) or not isinstance(job.get("id"), str):
+        raise ApiError(200, "the gateway answered with JSON that is not a job (is it older than this?)")
+    return job
+
+
+def _progress_of(job: dict[str, Any]) -> tuple[int, int]:
+    progress = job.get("progress") or {}
+    return int(progress.get("done") or 0), int(progress.get("total") or 0)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+class JobProgress:
+    """The upload's and the job's progress on stderr: one redrawn line on a terminal, plain lines
+    otherwise (at each status change, at most every PLAIN_PROGRESS_EVERY_S as pictures get done, and
+    the last one), so a log of a long job stays short."""
+
+    def __init__(self, stream: TextIO, terminal: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.terminal = terminal
+        self.clock = clock
+        self._running_since: tuple[float, int] | None = None
+        self._last_plain: tuple[str, int] | None = None
+        self._last_plain_at = -PLAIN_PROGRESS_EVERY_S
+        self._upload_shown = False
+        self._drawn = False
+
+    def _draw(self, text: str) -> None:
+        columns = shutil.get_terminal_size((80, 20)).columns
+        self.stream.write("\r\033[K" + text[: columns - 1])
+        self.stream.flush()
+        self._drawn = True
+
+    def _print(self, text: str) -> None:
+        self.clear()
+        print(text, file=self.stream, flush=True)
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn = False
+
+    def note(self, text: str) -> None:
+        """A line of its own (a retry, a warning); the bar is redrawn by the next ``show``."""
+        self._print(text)
+
+    def upload(self, sent: int, size: int) -> None:
+        percent = 100 * sent // size if size else 100
+        text = f"uploading: {_megabytes(sent)} of {_megabytes(size)} ({percent}%)"
+        if self.terminal:
+            self._draw(text)
+        elif sent == size or not self._upload_shown:
+            self._upload_shown = sent != size
+            self._print(text)
+
+    def rate(self, job: dict[str, Any]) -> float | None:
+        """Pictures per second since the job was first seen running."""
+        done, _ = _progress_of(job)
+        now = self.clock()
+        if job.get("status") == "running" and self._running_since is None:
+            self._running_since = (now, done)
+        if self._running_since is None:
+            return None
+        since, first = self._running_since
+        return (done - first) / (now - since) if now > since and done > first else None
+
+    def line(self, job: dict[str, Any], width: int = 30) -> str:
+        done, total = _progress_of(job)
+        filled = width * done // total if total else width
+        percent = 100 * done // total if total else 100
+        rate = self.rate(job)
+        speed = f", {rate:.1f} pictures/s" if rate is not None else ""
+        bar = f"[{'#' * filled}{'.' * (width - filled)}]"
+        return f"{bar} {done}/{total} {percent}% {job.get('status')}{speed}"
+
+    def show(self, job: dict[str, Any]) -> None:
+        text = self.line(job)
+        if self.terminal:
+            self._draw(text)
+            return
+        status, (done, _) = str(job.get("status")), _progress_of(job)
+        now = self.clock()
+        last = self._last_plain
+        changed = last is None or last[0] != status
+        due = (last is None or last[1] != done) and now - self._last_plain_at >= PLAIN_PROGRESS_EVERY_S
+        if changed or due:
+            self._last_plain, self._last_plain_at = (status, done), now
+            self._print(text)
+
+
+def wait_for_job(
+    client: JobClient,
+    job: dict[str, Any],
+    timeout_s: float,
+    display: JobProgress,
+    poll_s: float = JOB_POLL_S,
+) -> dict[str, Any]:
+    """Poll the job about every `poll_s` until it ends; the ended job's JSON.
+
+    A gateway that does not answer (or answers 5xx) is retried for UNREACHABLE_GIVE_UP_S: a restart
+    keeps every job. JobEnded after `timeout_s` (the job goes on on the server)."""
+    deadline = time.monotonic() + timeout_s
+    job_id = job["id"]
+    failing_since: float | None = None
+    display.show(job)
+    while job.get("status") not in JOB_ENDED:
+        now = time.monotonic()
+        if now >= deadline:
+            raise JobEnded(
+                f"gave up waiting after {timeout_s:g} s (--timeout): job {job_id} is still "
+                f"{job.get('status')} on the gateway, at {client.url}{_job_path(job_id)}"
+            )
+        time.sleep(min(poll_s, deadline - now))
+        try:
+            job = client.job(job_id)
+        except (GatewayUnreachable, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status < 500:
+                raise
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+                display.note(f"warning: {exc}; retrying")
+            elif now - failing_since > UNREACHABLE_GIVE_UP_S:
+                raise
+            continue
+        if failing_since is not None:
+            failing_since = None
+            display.note("the gateway answers again")
+        display.show(job)
+    return job
+
+
+def result_target(out_dir: Path, name: object) -> Path | None:
+    """Where a result file goes: ``DIR/<name>``, or None for a name that is not a plain file name
+    (the names come from the server; nothing is written outside DIR)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or name.startswith("."):
+        return None
+    if "/" in name or "\\" in name or "\0" in name or Path(name).name != name:
+        return None
+    return out_dir / name
+
+
+def download_results(
+    client: JobClient, job: dict[str, Any], out_dir: Path, display: JobProgress
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Every file of the job's `results` into `out_dir`: (path, size) written, and one message per
+    file that could not be (each tried DOWNLOAD_TRIES times when the gateway did not answer)."""
+    written: list[tuple[Path, int]] = []
+    problems: list[str] = []
+    results = job.get("results") or {}
+    for name, link in results.items():
+        target = result_target(out_dir, name)
+        if target is None or not isinstance(link, str):
+            problems.append(f"{name!r}: not a plain file name, not written")
+            continue
+        for attempt in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                written.append((target, client.download(link, target)))
+                break
+            except (GatewayUnreachable, ApiError) as exc:
+                transient = isinstance(exc, GatewayUnreachable) or exc.status >= 500
+                if not transient or attempt == DOWNLOAD_TRIES:
+                    problems.append(f"{name}: {exc}")
+                    break
+                display.note(f"warning: {name}: {exc}; retrying")
+                time.sleep(attempt)
+            except OSError as exc:
+                problems.append(f"{name}: cannot write {target}: {exc.strerror or exc}")
+                break
+    return written, problems
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What ``python -m web.client job`` was asked to do."""
+
+    url: str
+    model: str
+    archive: Path
+    out_dir: Path
+    fields: dict[str, str]
+    api_key: str | None = None
+    timeout_s: float = DEFAULT_JOB_TIMEOUT_S
+    request_timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+def run_job(
+    request: JobRequest,
+    progress: bool | None = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    poll_s: float = JOB_POLL_S,
+) -> int:
+    """Upload, wait, download; the exit status (0 done, 1 the job gave no results, 2 refused, 130 Ctrl-C)."""
+    client = JobClient(request.url, request.api_key, request.request_timeout_s)
+    display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
+
+    def fail(message: str, code: int) -> int:
+        display.clear()
+        print(message, file=stderr, flush=True)
+        return code
+
+    try:
+        job = client.submit(request.model, request.archive, request.fields, on_sent=display.upload)
+    except (ApiError, GatewayUnreachable) as exc:
+        local = isinstance(exc, ApiError) and not exc.status  # found here, not said by the gateway
+        return fail(f"error: {exc.message}" if local else f"error: {exc}", 2)
+    except KeyboardInterrupt:
+        return fail("interrupted during the upload: no job was started", 130)
+    display.clear()
+    job_id = job["id"]
+    print(f"job {job_id} {job.get('status')}: {_progress_of(job)[1]} pictures", file=stdout, flush=True)
+    try:
+        job = wait_for_job(client, job, request.timeout_s, display, poll_s)
+    except KeyboardInterrupt:
+        display.clear()
+        try:
+            client.cancel(job_id)
+        except (ApiError, GatewayUnreachable) as exc:
+            return fail(f"interrupted: job {job_id} could not be cancelled: {exc}", 130)
+        return fail(f"interrupted: job {job_id} cancelled", 130)
+    except JobEnded as exc:
+        return fail(f"error: {exc}", 1)
+    except ApiError as exc:
+        return fail(f"error: job {job_id}: {exc}", 2 if exc.status < 500 else 1)
+    except GatewayUnreachable as exc:
+        return fail(f"error: job {job_id}: {exc}", 1)
+    display.clear()
+    done, total = _progress_of(job)
+    skipped = job.get("skipped") or []
+    status = job.get("status")
+    if status != "succeeded":
+        reason = job.get("error") or "no reason given"
+        return fail(f"error: job {job_id} {status} after {done} of {total} pictures: {reason}", 1)
+    print(f"job {job_id} succeeded: {done} of {total} pictures done, {len(skipped)} skipped", file=stdout)
+    for item in skipped[:SKIPPED_SHOWN]:
+        print(f"  skipped {item.get('file')}: {item.get('reason')}", file=stdout)
+    if len(skipped) > SKIPPED_SHOWN:
+        more = len(skipped) - SKIPPED_SHOWN
+        print(f"  ... and {more} more skipped (the job's JSON lists them all)", file=stdout)
+    try:
+        written, problems = download_results(client, job, request.out_dir, display)
+    except KeyboardInterrupt:
+        return fail("interrupted during the downloads: the job's results stay on the gateway", 130)
+    display.clear()
+    for path, size in written:
+        print(f"wrote {path} ({_megabytes(size)})", file=stdout)
+    print(f"{len(written)} file(s) written to {request.out_dir}", file=stdout, flush=True)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=stderr)
+        return fail(f"{len(problems)} result file(s) could not be downloaded", 1)
+    return 0
+
+
 # The request options the client sends, as the server declares them (name, type, bounds, help).
 CHECKED_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
 
@@ -360,14 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m web.client",
         description="Send images to the detection gateway and print or save what the model finds.",
+        epilog="For a zip of many pictures: python -m web.client job MODEL ARCHIVE.zip --out DIR "
+        "(runs a job on the gateway; see python -m web.client job --help).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     parser.add_argument("--model", required=True, help="model name, as listed by GET /api/v1/models")
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("GATEWAY_URL", DEFAULT_URL),
-        help=f"gateway base URL (default: $GATEWAY_URL or {DEFAULT_URL})",
-    )
+    _add_connection_arguments(parser)
     parser.add_argument("--out", type=Path, metavar="DIR", help="save the drawn pictures into DIR")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image and line")
     for option in CHECKED_OPTIONS:
@@ -378,26 +834,108 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format", dest="image_format", choices=("jpeg", "png"), default="jpeg", help="format for --out"
     )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("GATEWAY_API_KEY"),
-        help="API key when the gateway requires one (default: $GATEWAY_API_KEY)",
-    )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per request")
     parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m web.client``."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("GATEWAY_URL", DEFAULT_URL),
+        help=f"gateway base URL (default: $GATEWAY_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("GATEWAY_API_KEY"),
+        help="API key when the gateway requires one (default: $GATEWAY_API_KEY)",
+    )
+
+
+def build_job_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m web.client job",
+        description="Run a job on the gateway: upload a zip of pictures, follow its progress, and "
+        "download every result file (predictions.jsonl, coco.json, yolo.zip, ...) into DIR. "
+        "Ctrl-C while waiting cancels the job.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model name, as listed by GET /api/v1/models")
+    parser.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .zip of pictures, any folder depth")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the result files")
+    _add_connection_arguments(parser)
+    for option in CHECKED_OPTIONS:
+        parser.add_argument(_flag(option), type=option.type, help=_help(option))
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_JOB_TIMEOUT_S,
+        help=f"seconds to wait for the job to end (default {DEFAULT_JOB_TIMEOUT_S:g}); it goes on after",
+    )
+    parser.add_argument(
+        "--request-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per HTTP request"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
+    return parser
+
+
+def _check_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     scheme = urllib.parse.urlsplit(args.url).scheme
     if scheme not in ("http", "https"):
         parser.error(f"--url must start with http:// or https://, got {args.url!r}")
     problem = option_problem(args)
     if problem:
         parser.error(problem)
+
+
+def job_main(argv: Sequence[str]) -> int:
+    """``python -m web.client job MODEL ARCHIVE --out DIR``."""
+    parser = build_job_parser()
+    args = parser.parse_args(argv)
+    _check_common(parser, args)
+    for name in ("timeout", "request_timeout"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    try:
+        with args.archive.open("rb"):
+            pass
+    except OSError as exc:
+        parser.error(f"{args.archive}: cannot read the archive: {exc.strerror or exc}")
+    if not args.archive.is_file():
+        parser.error(f"{args.archive}: not a file")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: cannot create the folder: {exc.strerror or exc}")
+    fields = {
+        option.name: str(getattr(args, option.name))
+        for option in CHECKED_OPTIONS
+        if getattr(args, option.name) is not None
+    }
+    request = JobRequest(
+        url=args.url,
+        model=args.model,
+        archive=args.archive,
+        out_dir=args.out,
+        fields=fields,
+        api_key=args.api_key,
+        timeout_s=args.timeout,
+        request_timeout_s=args.request_timeout,
+    )
+    try:
+        return run_job(request, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m web.client`` (and ``python -m web.client job ...``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["job"]:  # a picture file named "job" is still sent as ./job
+        return job_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_common(parser, args)
     if args.label_map is not None and not args.label_map.is_file():
         parser.error(f"--label-map {args.label_map}: no such file")
     options = Options(
