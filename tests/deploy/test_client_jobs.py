@@ -38,13 +38,14 @@ from web.jobs.config import JobSettings
 
 MODEL = "shapes"
 CLIENT_TIMEOUT_S = 240
+IDLE_UPLOAD_LIMIT = 8 * 2**20  # the idle gateway's MAX_JOB_UPLOAD_BYTES
 JOB_LINE = re.compile(r"^job (\S+) queued: (\d+) pictures$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class Stack:
     url: str  # a gateway with a worker: jobs run
-    idle_url: str  # a gateway without any worker: jobs stay queued
+    idle_url: str  # a gateway without any worker: jobs stay queued; uploads up to IDLE_UPLOAD_LIMIT
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
         "JOB_QUEUE_POLL_S": "0.1",
         "JOB_CHUNK_SIZE": "4",
     }
-    idle = {**serving, "JOBS_FOLDER": str(root / "idle_jobs")}
+    idle = {**serving, "JOBS_FOLDER": str(root / "idle_jobs"), "MAX_JOB_UPLOAD_BYTES": str(IDLE_UPLOAD_LIMIT)}
     workers = Workers(root)
     with (
         running_gateway(root / "gateway", **serving) as url,
@@ -295,6 +296,11 @@ def test_a_large_archive_is_streamed_not_held_in_memory(stack: Stack, archive: P
     rc, stdout, stderr, peak = peak_rss_kib([MODEL, str(large), "--out", str(tmp_path / "l"), *common])
     assert rc == 0, stderr
     assert "3 of 3 pictures done, 30 skipped" in stdout
+    # Over a gateway's MAX_JOB_UPLOAD_BYTES: refused before the body is read, and the client says so.
+    refused = run_job(MODEL, large, "--out", tmp_path / "refused", "--url", stack.idle_url, "--no-progress")
+    assert refused.returncode == 2, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: HTTP 413: ") and "MAX_JOB_UPLOAD_BYTES" in last, refused.stderr
     # Measured, not assumed: a client that read the archive whole would add its 30 MiB here.
     assert small_peak > 10 * 1024, f"{small_peak} KiB: the client's own peak, not the fork's"
     assert peak - small_peak < 10 * 1024, f"peak RSS {peak} KiB with 30 MiB sent, {small_peak} KiB with a few"
