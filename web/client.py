@@ -657,7 +657,7 @@ def wait_for_job(
             now = time.monotonic()
             if failing_since is None:
                 failing_since = now
-                display.note(f"warning: {exc}; retrying")
+                display.note(f"warning: {exc} Retrying for up to {UNREACHABLE_GIVE_UP_S:g} s.")
             elif now - failing_since > UNREACHABLE_GIVE_UP_S:
                 raise
             continue

@@ -31,8 +31,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from demo.synthetic import encode_jpeg, generate_image
+from tests.support import gunicorn_gateway
 from tests.support.gunicorn_gateway import running_gateway
-from tests.support.model_server import REPO_ROOT
+from tests.support.model_server import REPO_ROOT, free_port
 from tests.web.jobs.queue_helpers import Workers, wait_for
 from web.jobs.config import JobSettings
 
@@ -48,16 +49,20 @@ class Stack:
     idle_url: str  # a gateway without any worker: jobs stay queued; uploads up to IDLE_UPLOAD_LIMIT
 
 
-@pytest.fixture(scope="module")
-def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("client_jobs")
-    serving = {
+def serving_env(demo_model_server: str, root: Path) -> dict[str, str]:
+    return {
         "TF_SERVING_ADDRESS": demo_model_server,
         "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
         "JOBS_FOLDER": str(root / "jobs"),
         "JOB_QUEUE_POLL_S": "0.1",
         "JOB_CHUNK_SIZE": "4",
     }
+
+
+@pytest.fixture(scope="module")
+def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("client_jobs")
+    serving = serving_env(demo_model_server, root)
     idle = {**serving, "JOBS_FOLDER": str(root / "idle_jobs"), "MAX_JOB_UPLOAD_BYTES": str(IDLE_UPLOAD_LIMIT)}
     workers = Workers(root)
     with (
@@ -363,3 +368,35 @@ def test_timeout_gives_up_waiting_and_leaves_the_job(stack: Stack, archive: Path
     assert proc.returncode == 1
     assert f"gave up waiting after 2 s (--timeout): job {job_id} is still queued" in stderr
     assert api_job(stack.idle_url, job_id)["status"] == "queued", "the job goes on on the server"
+
+
+def test_the_wait_rides_out_a_gateway_restart(
+    demo_model_server: str, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway goes away while the client waits (connection refused), comes back on the same
+    address with the same JOBS_FOLDER, a worker runs the job: the client carries on and downloads."""
+    serving = serving_env(demo_model_server, tmp_path)
+    port = free_port()
+    monkeypatch.setattr(gunicorn_gateway, "free_port", lambda: port)  # both gateways on one address
+    out = tmp_path / "out"
+    with running_gateway(tmp_path / "first", **serving) as url:
+        proc, job_id = start_waiting(url, archive, out)
+    workers = Workers(tmp_path)
+    try:
+        time.sleep(2)  # a few polls find nobody
+        assert proc.poll() is None, proc.communicate()
+        with running_gateway(tmp_path / "second", **serving) as again:
+            assert again == url
+            workers.start(JobSettings.from_env(serving), predictor=None, **serving)
+            stdout, stderr = proc.communicate(timeout=CLIENT_TIMEOUT_S)
+            job = api_job(url, job_id)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        workers.stop_all()
+    assert proc.returncode == 0, stderr
+    assert f"warning: cannot reach the gateway at {url}" in stderr and "Retrying for up to 600 s." in stderr
+    assert "the gateway answers again" in stderr
+    assert job["status"] == "succeeded" and f"job {job_id} succeeded: 3 of 3 pictures done" in stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(job["results"])
