@@ -604,8 +604,9 @@ class JobProgress:
 
     def line(self, job: dict[str, Any], width: int = 30) -> str:
         done, total = _progress_of(job)
-        filled = width * done // total if total else width
-        percent = 100 * done // total if total else 100
+        complete = job.get("status") == "succeeded"
+        filled = width * done // total if total else (width if complete else 0)
+        percent = 100 * done // total if total else (100 if complete else 0)
         rate = self.rate(job)
         speed = f", {rate:.1f} pictures/s" if rate is not None else ""
         bar = f"[{'#' * filled}{'.' * (width - filled)}]"

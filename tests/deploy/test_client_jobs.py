@@ -39,6 +39,7 @@ from web.jobs.config import JobSettings
 
 MODEL = "shapes"
 CLIENT_TIMEOUT_S = 240
+API_KEY = "client-jobs-key"
 IDLE_UPLOAD_LIMIT = 8 * 2**20  # the idle gateway's MAX_JOB_UPLOAD_BYTES
 JOB_LINE = re.compile(r"^job (\S+) queued: (\d+) pictures$", re.MULTILINE)
 
@@ -47,6 +48,7 @@ JOB_LINE = re.compile(r"^job (\S+) queued: (\d+) pictures$", re.MULTILINE)
 class Stack:
     url: str  # a gateway with a worker: jobs run
     idle_url: str  # a gateway without any worker: jobs stay queued; uploads up to IDLE_UPLOAD_LIMIT
+    keyed_url: str  # a gateway with API_KEYS, whose jobs the same worker runs
 
 
 def serving_env(demo_model_server: str, root: Path) -> dict[str, str]:
@@ -64,14 +66,16 @@ def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     root = tmp_path_factory.mktemp("client_jobs")
     serving = serving_env(demo_model_server, root)
     idle = {**serving, "JOBS_FOLDER": str(root / "idle_jobs"), "MAX_JOB_UPLOAD_BYTES": str(IDLE_UPLOAD_LIMIT)}
+    keyed = {**serving, "API_KEYS": API_KEY, "SECRET_KEY": "client-jobs-session-secret"}
     workers = Workers(root)
     with (
         running_gateway(root / "gateway", **serving) as url,
         running_gateway(root / "idle", **idle) as idle_url,
+        running_gateway(root / "keyed", **keyed) as keyed_url,
     ):
         workers.start(JobSettings.from_env(serving), predictor=None, **serving)
         try:
-            yield Stack(url, idle_url)
+            yield Stack(url, idle_url, keyed_url)
         finally:
             workers.stop_all()
             assert "Traceback" not in workers.logs(), workers.logs()[-4000:]
@@ -116,11 +120,13 @@ def client_env() -> dict[str, str]:
     return env
 
 
-def run_job(*args: str | Path, timeout: float = CLIENT_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def run_job(
+    *args: str | Path, timeout: float = CLIENT_TIMEOUT_S, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "web.client", "job", *map(str, args)],
         cwd=REPO_ROOT,
-        env=client_env(),
+        env={**client_env(), **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -400,3 +406,19 @@ def test_the_wait_rides_out_a_gateway_restart(
     assert "the gateway answers again" in stderr
     assert job["status"] == "succeeded" and f"job {job_id} succeeded: 3 of 3 pictures done" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(job["results"])
+
+
+def test_the_api_key_goes_with_every_request(stack: Stack, archive: Path, tmp_path: Path) -> None:
+    """With API_KEYS set: no key is refused at the upload (401, exit 2); the key from $GATEWAY_API_KEY
+    goes with the upload, the polls and the downloads, which the gateway refuses without it."""
+    refused = run_job(MODEL, archive, "--out", tmp_path / "no_key", "--url", stack.keyed_url)
+    assert refused.returncode == 2 and "error: HTTP 401: " in refused.stderr, refused.stderr
+    out = tmp_path / "keyed"
+    proc = run_job(MODEL, archive, "--out", out, "--url", stack.keyed_url, GATEWAY_API_KEY=API_KEY)
+    assert proc.returncode == 0, proc.stderr
+    (job_id, _), *_ = JOB_LINE.findall(proc.stdout)
+    answer = requests.get(f"{stack.keyed_url}/api/v1/jobs/{job_id}", timeout=30)
+    assert answer.status_code == 401, "the job is the key's"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    job = requests.get(f"{stack.keyed_url}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+    assert job["status"] == "succeeded" and sorted(p.name for p in out.iterdir()) == sorted(job["results"])
