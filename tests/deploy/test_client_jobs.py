@@ -49,6 +49,7 @@ class Stack:
     url: str  # a gateway with a worker: jobs run
     idle_url: str  # a gateway without any worker: jobs stay queued; uploads up to IDLE_UPLOAD_LIMIT
     keyed_url: str  # a gateway with API_KEYS, whose jobs the same worker runs
+    idle_jobs: Path  # the idle gateway's JOBS_FOLDER
 
 
 def serving_env(demo_model_server: str, root: Path) -> dict[str, str]:
@@ -75,7 +76,7 @@ def stack(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
     ):
         workers.start(JobSettings.from_env(serving), predictor=None, **serving)
         try:
-            yield Stack(url, idle_url, keyed_url)
+            yield Stack(url, idle_url, keyed_url, Path(idle["JOBS_FOLDER"]))
         finally:
             workers.stop_all()
             assert "Traceback" not in workers.logs(), workers.logs()[-4000:]
@@ -422,3 +423,30 @@ def test_the_api_key_goes_with_every_request(stack: Stack, archive: Path, tmp_pa
     headers = {"Authorization": f"Bearer {API_KEY}"}
     job = requests.get(f"{stack.keyed_url}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
     assert job["status"] == "succeeded" and sorted(p.name for p in out.iterdir()) == sorted(job["results"])
+
+
+def test_a_failed_job_exits_1_with_its_error(stack: Stack, archive: Path, tmp_path: Path) -> None:
+    """A worker whose model server is gone fails the job (after its retries); the client says why."""
+    env = {
+        "TF_SERVING_ADDRESS": f"127.0.0.1:{free_port()}",
+        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
+        "JOBS_FOLDER": str(stack.idle_jobs),
+        "JOB_QUEUE_POLL_S": "0.1",
+        "JOB_PREDICT_RETRIES": "0",
+        "GRPC_TIMEOUT_S": "2",
+    }
+    workers = Workers(tmp_path)
+    workers.start(JobSettings.from_env(env), predictor=None, **env)
+    try:
+        proc = run_job(MODEL, archive, "--out", tmp_path / "out", "--url", stack.idle_url, "--no-progress")
+    finally:
+        workers.stop_all()
+    assert proc.returncode == 1, proc.stderr
+    (job_id, _), *_ = JOB_LINE.findall(proc.stdout)
+    job = api_job(stack.idle_url, job_id)
+    assert job["status"] == "failed" and job["error"]
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"error: job {job_id} failed after 0 of 3 pictures: {job['error']}"
+    )
+    assert list((tmp_path / "out").iterdir()) == []
