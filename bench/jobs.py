@@ -80,9 +80,9 @@ def _rss_mb(pid: int) -> float:
 
 
 def run_job(address: str, config: Path, work: Path, jpegs: list[bytes], clients: frozenset[int] | None,
-            rss_after: int = 100) -> dict[str, float]:
+            threads: int, in_flight: int, rss_after: int = 100) -> dict[str, float]:
     """Queue a job of `jpegs`, run one worker on it, and time it (see the module docstring)."""
-    settings = JobSettings(jobs_folder=work / "jobs", worker_threads=1, in_flight=IN_FLIGHT,
+    settings = JobSettings(jobs_folder=work / "jobs", worker_threads=threads, in_flight=in_flight,
                            chunk_size=16, poll_s=0.05)
     queue = JobQueue(settings)
     upload = queue.store.incoming()
@@ -136,12 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pictures", type=int, default=200, help="pictures of the throughput job")
     parser.add_argument("--memory-pictures", type=int, default=2000, help="the memory job's (0: none)")
     parser.add_argument("--mode", choices=cpus.MODES, default=cpus.SHARED)
+    parser.add_argument("--worker-threads", type=int, default=2,
+                        help="chunks the worker runs at once (JOB_WORKER_THREADS, default 2)")
+    parser.add_argument("--in-flight", type=int, default=2,
+                        help="predictions in flight per chunk (JOB_PICTURES_IN_FLIGHT); threads x this = "
+                        "the job's predictions in flight (default 2 x 2 = 4, as the direct row)")
     args = parser.parse_args(argv)
     placement = cpus.placement(args.mode, cpus.usable_cpus())
     if placement is None:
         parser.error("pinned mode needs 2 usable CPUs")
     config = REPO_ROOT / "tf_server" / "models.config"
-    report: dict[str, object] = {"mode": placement.describe(), "model": MODEL, "in_flight": IN_FLIGHT}
+    report: dict[str, object] = {
+        "mode": placement.describe(),
+        "model": MODEL,
+        "in_flight": IN_FLIGHT,
+        "worker": {"threads": args.worker_threads, "in_flight_per_chunk": args.in_flight},
+    }
     with tempfile.TemporaryDirectory(prefix="bench_jobs_") as tmp:
         work = Path(tmp)
         flags = (f"--model_config_file={config}", "--enable_model_warmup=true")
@@ -153,19 +163,22 @@ def main(argv: list[str] | None = None) -> int:
                 clients = placement.clients
             jpegs = pictures(args.pictures)
             rates = [direct_rate(server.address, jpegs) for _ in range(2)]
-            job = run_job(server.address, config, work / "job", jpegs, clients)
+            job = run_job(server.address, config, work / "job", jpegs, clients, args.worker_threads,
+                          args.in_flight)
             report["direct_pictures_per_s"] = round(statistics.median(rates), 2)
             report["job"] = job
             report["ratio"] = round(job["pictures_per_s"] / report["direct_pictures_per_s"], 3)
             if args.memory_pictures:
                 many = pictures(args.memory_pictures)
-                memory = run_job(server.address, config, work / "memory", many, clients)
+                memory = run_job(server.address, config, work / "memory", many, clients, args.worker_threads,
+                                 args.in_flight)
                 report["memory"] = memory
                 report["rss_growth"] = round(memory["rss_end_mb"] / memory["rss_after_first_mb"] - 1, 3)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"jobs-{args.mode}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        f"CPU mode {report['mode']}; {MODEL}, 640x480 JPEGs, {IN_FLIGHT} in flight",
+        f"CPU mode {report['mode']}; {MODEL}, 640x480 JPEGs; direct: {IN_FLIGHT} in flight; the worker: "
+        f"{args.worker_threads} chunks at once x {args.in_flight} in flight each",
         "",
         "| measured | value | target |",
         "|---|---|---|",

@@ -84,13 +84,7 @@ PREDICT_ERRORS = (*MODEL_ERRORS, 413, 415, 422, 507)
 
 def _errors(statuses: Iterable[int]) -> Callable[[Any], Any]:
     """Document `statuses` as answering the Error model."""
-
-    def decorate(method: Any) -> Any:
-        for status in sorted(statuses, reverse=True):
-            method = ns.response(status, ERROR_STATUSES[status], schemas.error)(method)
-        return method
-
-    return decorate
+    return schemas.errors_doc(ns, ERROR_STATUSES, statuses)
 
 
 def _gateway() -> Gateway:

@@ -176,16 +176,25 @@ def check_csrf() -> None:
     """Refuse a form POST from another site, or without the token its page carried."""
     if request.method != "POST" or request.endpoint not in FORM_ENDPOINTS:
         return
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and not _same_origin(origin):
-        raise Forbidden(f"this form was sent from another site ({origin[:100]}); use the gateway's own page")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    check_origin()
     try:
         sent = request.form.get(CSRF_FIELD, "")
     except RequestEntityTooLarge as exc:
         g.form_too_large = exc  # nothing will be done with this form: the view answers 413
         return
+    check_token(sent)
 
+
+def check_origin() -> None:
+    """Refuse a POST whose Origin is another site."""
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and not _same_origin(origin):
+        raise Forbidden(f"this form was sent from another site ({origin[:100]}); use the gateway's own page")
+
+
+def check_token(sent: str) -> None:
+    """Refuse a form whose token does not match this browser's CSRF cookie (double-submit)."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
     if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise Forbidden(
             "the form's security token is missing or out of date: reload the page and send it again"

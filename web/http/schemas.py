@@ -10,6 +10,7 @@ The answers themselves are built by the domain types' `to_dict` (web/domain.py),
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask_restx import Model, Namespace, SchemaModel, fields
@@ -365,6 +366,13 @@ ALL: tuple[Model | SchemaModel, ...] = (
     job,
     jobs,
 )
+
+
+def errors_doc(ns: Namespace, descriptions: Mapping[int, str], statuses: Iterable[int]) -> Any:
+    """A decorator documenting `statuses` as answering the Error model, in one `doc` call: each
+    `ns.response` deep-copies the route's whole documentation so far, which stacked per status
+    made building the API take a sixth of a second."""
+    return ns.doc(responses={str(status): (descriptions[status], error, {}) for status in sorted(statuses)})
 
 
 def register(ns: Namespace) -> None:

@@ -9,7 +9,6 @@ re-runs the model and every result has a URL that can be shared.
 
 from __future__ import annotations
 
-import hmac
 import io
 import json
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from web.domain import Box, Classification, Detection, Mask
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
-from web.http.auth import CSRF_COOKIE, CSRF_FIELD, Forbidden, _same_origin, owner
+from web.http.auth import CSRF_FIELD, check_origin, check_token, owner
 from web.http.errors import describe, error_response
 from web.http.jobs import JobMissing, cancel_job, delete_job, start_job, visible_job
 from web.jobs.archives import ArchiveError
@@ -392,15 +391,8 @@ def _check_streamed_form() -> None:
     `start_job`: reading it as `request.form` for the usual check would hold it all in memory, so
     this form carries its token in the query string of its action, checked here against the cookie
     (the same double-submit rule as every other form), before a byte of the body is read."""
-    origin = request.headers.get("Origin")
-    if origin and origin != "null" and not _same_origin(origin):
-        raise Forbidden(f"this form was sent from another site ({origin[:100]}); use the gateway's own page")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    sent = request.args.get(CSRF_FIELD, "")
-    if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
-        raise Forbidden(
-            "the form's security token is missing or out of date: reload the page and send it again"
-        )
+    check_origin()
+    check_token(request.args.get(CSRF_FIELD, ""))
 
 
 @bp.get("/jobs")
