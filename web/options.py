@@ -170,6 +170,16 @@ IOU_THRESHOLD = Option(
     exclusive_minimum=True,
     step=0.01,
 )
+OPERATING_SCORE = Option(
+    name="operating_score",
+    type=float,
+    help="evaluate jobs: the score at which true and false positives, the confusion matrix and the "
+    "worst pictures are counted (the metrics themselves use every prediction, as COCO's protocol does)",
+    default=0.5,
+    minimum=0.0,
+    maximum=1.0,
+    step=0.01,
+)
 VERSION = Option(
     name="version",
     type=int,
@@ -202,7 +212,7 @@ FORMAT = Option(
     aliases={"jpg": "jpeg"},
 )
 PREDICT_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
-BY_NAME = {option.name: option for option in (*PREDICT_OPTIONS, STORE, PICTURE, FORMAT)}
+BY_NAME = {option.name: option for option in (*PREDICT_OPTIONS, STORE, PICTURE, FORMAT, OPERATING_SCORE)}
 
 
 def parse_flag(option: Option, text: str | None) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, jsonify, request, send_file
@@ -19,17 +20,29 @@ from flask_restx import Namespace, Resource
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.datastructures import MultiDict
 
-from web.errors import BadRequest, GatewayError, InsufficientStorage, PayloadTooLarge
+from web.errors import (
+    BadRequest,
+    GatewayError,
+    InsufficientStorage,
+    ModelServerError,
+    ModelServerTimeout,
+    ModelServerUnavailable,
+    PayloadTooLarge,
+)
 from web.http import schemas
 from web.http.auth import owner
 from web.http.multipart import receive_file
 from web.jobs.archives import ArchiveError, ArchiveLimits, ArchiveTooLarge
+from web.jobs.evaluate.prepare import ModelFacts, Preparer
 from web.jobs.queue import JobQueue
 from web.jobs.store import STATUSES, TERMINAL, Job, JobNotFound, parse_iso
-from web.options import PredictOptions
+from web.options import MIN_SCORE, OPERATING_SCORE, VERSION, PredictOptions
 
 ns = Namespace("jobs", description="Jobs over many pictures: a zip in, progress, and results for every tool")
 ARCHIVE_FIELD = "archive"
+COMPARE_FIELD = "compare_with"
+PREDICT, EVALUATE = "predict", "evaluate"
+AVAILABLE_KINDS = (PREDICT, EVALUATE)  # "video" is in the contract, not in this gateway yet
 MAX_OPTION_BYTES = 1024
 
 
@@ -56,17 +69,61 @@ def visible_job(job_id: str) -> Job:
     return job
 
 
-def _form_options(fields: MultiDict[str, str]) -> tuple[str, PredictOptions, str]:
-    """model, predict options and kind from the form (and the query string), each checked."""
+@dataclass(frozen=True)
+class JobForm:
+    """A job upload's fields, each checked: the model, its predict options, the kind and its extras."""
+
+    model: str
+    options: PredictOptions
+    kind: str
+    compare: dict[str, Any] | None = None  # evaluate: the second model {"name", "version"}
+    operating_score: float = OPERATING_SCORE.default
+
+
+def _form_options(fields: MultiDict[str, str]) -> JobForm:
+    """The job's fields from the form (and the query string), each checked."""
     values = MultiDict(request.args)
     values.update(fields)
     model = (values.get("model") or "").strip()
     if not model:
         raise BadRequest("no model: send the model's name as the form field 'model'")
-    kind = (values.get("kind") or "predict").strip().lower()
-    if kind != "predict":
-        raise BadRequest(f"kind {kind[:40]!r} is not available: this gateway runs kind=predict jobs")
-    return model, PredictOptions.from_mapping(values), kind
+    kind = (values.get("kind") or PREDICT).strip().lower()
+    if kind not in AVAILABLE_KINDS:
+        raise BadRequest(f"kind {kind[:40]!r} is not available: kind must be {' or '.join(AVAILABLE_KINDS)}")
+    if kind != EVALUATE:
+        for name in (COMPARE_FIELD, OPERATING_SCORE.name):
+            if (values.get(name) or "").strip():
+                raise BadRequest(f"{name} is for kind=evaluate jobs only")
+        return JobForm(model, PredictOptions.from_mapping(values), kind)
+    if not (values.get(MIN_SCORE.name) or "").strip():
+        values[MIN_SCORE.name] = "0"  # COCO's protocol: every detection counts towards AP
+    text = (values.get(OPERATING_SCORE.name) or "").strip()
+    score = OPERATING_SCORE.parse(text) if text else OPERATING_SCORE.default
+    return JobForm(model, PredictOptions.from_mapping(values), kind, _compare_with(values), float(score))
+
+
+def _compare_with(values: MultiDict[str, str]) -> dict[str, Any] | None:
+    """`compare_with`: "name" or "name:version" (None when absent)."""
+    text = (values.get(COMPARE_FIELD) or "").strip()
+    if not text:
+        return None
+    name, _, version = text.partition(":")
+    name, version = name.strip(), version.strip().lstrip("vV")
+    if not name:
+        raise BadRequest(f"{COMPARE_FIELD} must be a model name or name:version, not {text[:60]!r}")
+    return {"name": name, "version": VERSION.parse(version) if version else None}
+
+
+def _model_facts(gateway: Any, name: str, version: int | None) -> ModelFacts:
+    """The labels and kind of a model to evaluate; an unknown model or version is a 404 here, while
+    a model server that is away leaves the kind to be found when predicting."""
+    gateway.check_model(name)
+    labels = {int(key): label for key, label in gateway.labels(name).to_dict().items()}
+    try:
+        kind = gateway.describe(name, version).get("kind") or "unknown"
+    except (ModelServerUnavailable, ModelServerTimeout, ModelServerError):
+        kind = "unknown"
+    return ModelFacts(name, labels, kind)
 
 
 def start_job() -> Job:
@@ -89,8 +146,15 @@ def start_job() -> Job:
         fields, file_name, size = receive_file(request, ARCHIVE_FIELD, path)
         if file_name is None or size == 0:
             raise BadRequest(f"no archive: send a .zip of pictures as the multipart field '{ARCHIVE_FIELD}'")
-        model, options, kind = _form_options(fields)
+        form = _form_options(fields)
+        model, options, kind = form.model, form.options, form.kind
         gateway.check_model(model)
+        prepare = None
+        if kind == EVALUATE:
+            models = [_model_facts(gateway, model, options.version)]
+            if form.compare:
+                models.append(_model_facts(gateway, form.compare["name"], form.compare["version"]))
+            prepare = Preparer(tuple(models))
         if queue.store.would_exceed(budget, 0):  # a chunked upload, whose size was not known before
             raise InsufficientStorage(
                 f"the jobs' disk budget (JOBS_DISK_BUDGET_BYTES, {budget / 2**30:g} GiB) is used up with "
@@ -110,6 +174,9 @@ def start_job() -> Job:
             owner=owner(),
             labels=labels,
             limits=limits,
+            compare=form.compare,
+            evaluation={"operating_score": form.operating_score} if kind == EVALUATE else None,
+            prepare=prepare,
         )
     except ArchiveTooLarge as error:
         raise PayloadTooLarge(error.message) from None
@@ -225,11 +292,13 @@ class JobCancel(Resource):
         return job_json(cancel_job(job_id))
 
 
-@ns.route("/<string:job_id>/results/<string:name>")
+@ns.route("/<string:job_id>/results/<path:name>")
 @ns.param("job_id", "the job's id")
-@ns.param("name", "a result file name, as listed in the job's `results`")
+@ns.param("name", "a result file name as the job's `results` list it, or a gallery/ picture of its report")
 class JobResult(Resource):
-    @ns.produces(["application/json", "application/zip", "text/csv", "application/x-ndjson"])
+    @ns.produces(
+        ["application/json", "application/zip", "text/csv", "application/x-ndjson", "text/html", "image/png"]
+    )
     @ns.response(200, "the file")
     @_errors(401, 404)
     def get(self, job_id: str, name: str) -> Response:

@@ -355,6 +355,7 @@ def result_original(result_id: str):
 # with thumbnails of its first results. Starting, cancelling and deleting go through these form
 # routes, never the API: a signed-in browser session may only read the API (web/http/auth.py).
 
+REPORT_FILE = "report.json"  # an evaluate job's report, shown on its page
 JOB_THUMBNAILS = 8  # the job page shows the first pictures of a succeeded job, drawn
 THUMB_SIZE = 320  # the longer side of a thumbnail, in pixels
 ZIP_ACCEPT = ".zip,application/zip,application/x-zip-compressed"
@@ -422,7 +423,19 @@ def job(job_id: str):
         "job.html",
         job=found.to_json(),
         thumbnails=_thumbnail_count(found),
+        report=_evaluation_report(found),
     )
+
+
+def _evaluation_report(found: Any) -> dict[str, Any] | None:
+    """A succeeded evaluate job's report.json (its page shows the report), else None."""
+    if found.kind != "evaluate" or REPORT_FILE not in found.results:
+        return None
+    try:
+        with open(_job_queue().store.result_path(found.id, REPORT_FILE), encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError, JobNotFound):
+        return None
 
 
 @bp.post("/jobs/<job_id>/cancel")

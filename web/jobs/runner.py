@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from web.jobs.archives import EntryError, Picture, sniff_picture
+from web.jobs.archives import Archive, EntryError, Picture, sniff_picture
 from web.jobs.config import JobSettings
 from web.jobs.exporters import RESULT_FILES, ExportSet, remove_temporaries
 from web.jobs.store import (
@@ -279,6 +279,9 @@ class Runner:
                 return {"file": picture.path, "skipped": error.reason}
             try:
                 prediction = self._predict(job, data, picture.path, watch)
+                if job.compare:  # an evaluate job comparing two models: each picture goes to both
+                    second = self._predict(job, data, picture.path, watch, job.compare)
+                    return {"file": picture.path, "prediction": prediction, "compare": second}
             except PictureError as error:
                 return {"file": picture.path, "skipped": error.reason}
             return {"file": picture.path, "prediction": prediction}
@@ -299,13 +302,20 @@ class Runner:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _predict(self, job: Job, data: bytes, file_name: str, watch: _Watch) -> dict[str, Any]:
+    def _predict(
+        self, job: Job, data: bytes, file_name: str, watch: _Watch, model: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One picture's prediction by the job's model (or `model`), retried while the server is away."""
         settings = self.settings
         tries = settings.retries + 1
+        options = dict(job.options)
+        if model is not None:
+            options.pop("version_label", None)  # the job's model's label; the second model names its version
+        model = model or job.model
         for attempt in range(tries):
             try:
                 prediction = self.predictor.predict(
-                    job.model["name"], job.model.get("version"), data, file_name, dict(job.options)
+                    model["name"], model.get("version"), data, file_name, options
                 )
             except RetryableError as error:
                 if attempt + 1 == tries:
@@ -378,12 +388,16 @@ class Runner:
             raise _JobFailed(f"this worker cannot finish {job.kind!r} jobs")
         folder = self.store.results_folder(job.id)
         remove_temporaries(folder)
-        assembly = Assembly(job, folder, lambda: self._records(job), watch.stopped)
+        assembly = Assembly(
+            job, folder, lambda: self._records(job), watch.stopped, archive=lambda: self.store.archive(job)
+        )
         try:
             written = dict(finisher(assembly))
         except Stopped:
             self._remove_if_deleted(job.id)
             return
+        except JobError as error:  # nothing to report on (the models' labels meet no category, ...)
+            raise _JobFailed(str(error)) from None
         listed = [item.to_json() for item in self.store.archive(job).skipped]
         skipped = [
             {"file": line["file"], "reason": line["skipped"]}
@@ -436,6 +450,12 @@ class Assembly:
     stopped: Callable[[], bool]
     omitted: list[dict[str, str]] = field(default_factory=list)  # pictures one format could not hold
     model_version: int | None = None  # the version that answered, when the job asked for the latest
+    archive: Callable[[], Archive] | None = None  # the job's pictures (an evaluation draws some)
+
+    @property
+    def job_folder(self) -> Path:
+        """The job's own folder (results/ is in it; so is an evaluate job's dataset.json)."""
+        return self.folder.parent
 
     def lines(self) -> Iterator[dict[str, Any]]:
         return self.read_lines()
@@ -468,7 +488,14 @@ def export_predictions(assembly: Assembly) -> dict[str, Path]:
     return written
 
 
-FINISHERS: dict[str, Finisher] = {"predict": export_predictions}
+def finish_evaluation(assembly: Assembly) -> Mapping[str, Path]:
+    """The evaluate job's finisher (web.jobs.evaluate, imported when a worker first finishes one)."""
+    from web.jobs.evaluate.finisher import finish_evaluation as finish
+
+    return finish(assembly)
+
+
+FINISHERS: dict[str, Finisher] = {"predict": export_predictions, "evaluate": finish_evaluation}
 
 
 # -- recovering lost work ------------------------------------------------------------------------------

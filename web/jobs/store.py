@@ -41,6 +41,7 @@ DEFAULT_CHUNK_SIZE = 16
 RESULT_URL = "/api/v1/jobs/{id}/results/{name}"
 FINISH = "finish"  # the claim name of the step that assembles the results
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+GALLERY = "gallery"  # results/gallery/: pictures an evaluation report shows, named in report.json
 _RESULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 INCOMING, TRASH = ".incoming", ".trash"  # uploads being received; deleted jobs being removed
 
@@ -90,6 +91,8 @@ class Job:
     chunk_done: list[int] = field(default_factory=list)  # pictures done per chunk (never decreases)
     omitted: list[dict[str, str]] = field(default_factory=list)  # pictures one result format could not hold
     started: str | None = None
+    compare: dict[str, Any] | None = None  # evaluate jobs: the second model {"name", "version"}
+    evaluation: dict[str, Any] = field(default_factory=dict)  # evaluate jobs: {"operating_score", ...}
 
     @property
     def chunks(self) -> int:
@@ -208,6 +211,11 @@ class JobStore:
     def result_path(self, job_id: str, name: str) -> Path:
         """The path of one of a succeeded job's result files; JobNotFound if it has no such result."""
         job = self.get(job_id)
+        folder, _, picture = name.partition("/")
+        if folder == GALLERY and job.status == SUCCEEDED and _RESULT_NAME.fullmatch(picture):
+            path = self.results_folder(job_id) / GALLERY / picture  # drawn pictures a report shows
+            if path.is_file():
+                return path
         if name not in job.results or not _RESULT_NAME.fullmatch(name):
             raise JobNotFound(f"{job_id}/{name}")
         return self.results_folder(job_id) / name
@@ -233,6 +241,9 @@ class JobStore:
         limits: ArchiveLimits | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         exports: Mapping[str, Any] | None = None,
+        compare: Mapping[str, Any] | None = None,
+        evaluation: Mapping[str, Any] | None = None,
+        prepare: Callable[[Path, Path, Archive], Archive] | None = None,
     ) -> Job:
         """A queued job for the zip at `archive`, which is moved into the job's folder (it is gone on return).
 
@@ -253,6 +264,8 @@ class JobStore:
             zip_path = staging / "input.zip"
             shutil.move(archive, zip_path)  # a rename when the upload is on the same file system
             listing = open_archive(zip_path, limits)
+            if prepare is not None:  # an evaluate job reads its dataset (job folder, zip, listing)
+                listing = prepare(staging, zip_path, listing)
             write_atomic(
                 staging / "listing.json",
                 _json_bytes({"limits": asdict(listing.limits), **listing.to_json()}),
@@ -273,6 +286,8 @@ class JobStore:
                 exports=dict(exports or {}),
                 chunk_size=chunk_size,
                 chunk_done=[0] * chunks,
+                compare=dict(compare) if compare else None,
+                evaluation=dict(evaluation or {}),
             )
             write_atomic(staging / "job.json", _json_bytes(job.to_state()))
             os.replace(staging, self.root / job_id)  # the job appears whole
