@@ -40,9 +40,10 @@ from web.options import MIN_SCORE, OPERATING_SCORE, VERSION, PredictOptions
 
 ns = Namespace("jobs", description="Jobs over many pictures: a zip in, progress, and results for every tool")
 ARCHIVE_FIELD = "archive"
+VIDEO_FIELD = "video"
 COMPARE_FIELD = "compare_with"
-PREDICT, EVALUATE = "predict", "evaluate"
-AVAILABLE_KINDS = (PREDICT, EVALUATE)  # "video" is in the contract, not in this gateway yet
+PREDICT, EVALUATE, VIDEO = "predict", "evaluate", "video"
+AVAILABLE_KINDS = (PREDICT, EVALUATE)  # VIDEO joins when web.jobs.video is in
 MAX_OPTION_BYTES = 1024
 
 
@@ -143,13 +144,25 @@ def start_job() -> Job:
         )
     path = queue.store.incoming()
     try:
-        fields, file_name, size = receive_file(request, ARCHIVE_FIELD, path)
-        if file_name is None or size == 0:
-            raise BadRequest(f"no archive: send a .zip of pictures as the multipart field '{ARCHIVE_FIELD}'")
-        form = _form_options(fields)
+        received = receive_file(request, (ARCHIVE_FIELD, VIDEO_FIELD), path)
+        if received.name is None or received.size == 0:
+            raise BadRequest(
+                f"no archive: send a .zip of pictures as the multipart field '{ARCHIVE_FIELD}' "
+                f"(or, with kind=video, a video as '{VIDEO_FIELD}')"
+            )
+        form = _form_options(received.fields)
         model, options, kind = form.model, form.options, form.kind
+        if (received.field == VIDEO_FIELD) != (kind == VIDEO):
+            raise BadRequest(
+                f"kind=video jobs take a video in the field '{VIDEO_FIELD}', the other kinds a .zip in "
+                f"'{ARCHIVE_FIELD}': this upload sent {received.field!r} with kind={kind}"
+            )
         gateway.check_model(model)
-        prepare = None
+        prepare = probe = None
+        if kind == VIDEO:
+            from web.jobs.video.probe import VideoProbe  # PyAV is loaded only by video uploads
+
+            probe = VideoProbe.from_settings(settings)
         if kind == EVALUATE:
             models = [_model_facts(gateway, model, options.version)]
             if form.compare:
@@ -177,6 +190,7 @@ def start_job() -> Job:
             compare=form.compare,
             evaluation={"operating_score": form.operating_score} if kind == EVALUATE else None,
             prepare=prepare,
+            probe=probe,
         )
     except ArchiveTooLarge as error:
         raise PayloadTooLarge(error.message) from None

@@ -22,6 +22,7 @@ they were all of it, so a 17 MiB upload read as a truncated form with no image (
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -173,14 +174,15 @@ class _CappedBody(LimitedStream):
 
 
 class _StreamedParts(_Parts):
-    """`_Parts` whose one file part (`file_field`) goes to `dest` on disk as it arrives, never whole
-    in memory (job archives of gigabytes); text fields are collected as usual."""
+    """`_Parts` whose one file part (in one of `file_fields`) goes to `dest` on disk as it arrives,
+    never whole in memory (job archives and videos of gigabytes); text fields are collected as usual."""
 
     def __init__(
-        self, max_field_bytes: int | None, max_parts: int | None, file_field: str, dest: Path
+        self, max_field_bytes: int | None, max_parts: int | None, file_fields: tuple[str, ...], dest: Path
     ) -> None:
         super().__init__(max_field_bytes, max_parts)
-        self.file_field, self.dest = file_field, dest
+        self.file_fields, self.dest = file_fields, dest
+        self.file_field: str | None = None  # the field the file came in
         self.file_name: str | None = None
         self.file_bytes = 0
         self._sink: IO[bytes] | None = None
@@ -189,12 +191,12 @@ class _StreamedParts(_Parts):
         super()._headers_finished()
         if not self._is_file:
             return
-        if self._name != self.file_field:
-            raise BadRequest(
-                f"unexpected file field {self._name!r}: send one file, as the field '{self.file_field}'"
-            )
+        expected = " or ".join(f"'{name}'" for name in self.file_fields)
+        if self._name not in self.file_fields:
+            raise BadRequest(f"unexpected file field {self._name!r}: send one file, as the field {expected}")
         if self.file_name is not None:
-            raise BadRequest(f"more than one '{self.file_field}' file: send one per request")
+            raise BadRequest(f"more than one file in {expected}: send one per request")
+        self.file_field = self._name
         self.file_name = self._filename or ""
         self._sink = open(self.dest, "xb")  # noqa: SIM115 - closed in _end (or by receive_file on errors)
 
@@ -221,19 +223,30 @@ class _StreamedParts(_Parts):
 READ_PIECE = 1 << 20  # bodies are read a MiB at a time
 
 
-def receive_file(
-    request: Request, file_field: str, dest: Path
-) -> tuple[MultiDict[str, str], str | None, int]:
-    """Stream a multipart body: the file in `file_field` to `dest` (created; removed again on any
-    error, so nothing half-written stays), the text fields returned. (fields, file name or None if no
-    file was sent, file bytes). The body is capped by `request.max_content_length` (413)."""
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A streamed upload: its text fields, and the file's field, name and size (field and name are None
+    when no file was sent)."""
+
+    fields: MultiDict[str, str]
+    field: str | None
+    name: str | None
+    size: int
+
+
+def receive_file(request: Request, file_fields: str | tuple[str, ...], dest: Path) -> ReceivedFile:
+    """Stream a multipart body: the one file (in any of `file_fields`) to `dest` (created; removed again
+    on any error, so nothing half-written stays), the text fields returned. The body is capped by
+    `request.max_content_length` (413)."""
+    names = (file_fields,) if isinstance(file_fields, str) else tuple(file_fields)
     mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
     boundary = options.get("boundary", "")
     if mimetype != "multipart/form-data" or not boundary:
+        expected = " or ".join(f"'{name}'" for name in names)
         raise UnsupportedMediaType(
-            f"send the upload as multipart/form-data with the file in the field '{file_field}'"
+            f"send the upload as multipart/form-data with the file in the field {expected}"
         )
-    parts = _StreamedParts(MAX_FORM_FIELD_BYTES, MAX_FORM_PARTS_STREAMED, file_field, dest)
+    parts = _StreamedParts(MAX_FORM_FIELD_BYTES, MAX_FORM_PARTS_STREAMED, names, dest)
     parser = MultipartParser(boundary.encode("latin-1"), parts.callbacks(), max_header_count=MAX_PART_HEADERS)
     stream = request.stream
     try:
@@ -253,7 +266,7 @@ def receive_file(
         parts.close()
         dest.unlink(missing_ok=True)
         raise
-    return MultiDict(parts.fields), parts.file_name, parts.file_bytes
+    return ReceivedFile(MultiDict(parts.fields), parts.file_field, parts.file_name, parts.file_bytes)
 
 
 class GatewayRequest(Request):

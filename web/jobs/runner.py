@@ -41,6 +41,7 @@ from web.jobs.store import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    VIDEO_INPUT,
     Claim,
     Job,
     JobNotFound,
@@ -206,10 +207,13 @@ class Runner:
         settings: JobSettings,
         predictor: Predictor,
         finishers: Mapping[str, Finisher] | None = None,
+        streamers: Mapping[str, Streamer] | None = None,
     ) -> None:
-        """`finishers` by job kind write the results (default: FINISHERS, the predict job's exports)."""
+        """`finishers` by job kind write the results (default: FINISHERS, the predict job's exports);
+        `streamers` by job kind run jobs that one worker streams whole (default: STREAMERS, video)."""
         self.store, self.settings, self.predictor = store, settings, predictor
         self.finishers: dict[str, Finisher] = {**FINISHERS, **(finishers or {})}
+        self.streamers: dict[str, Streamer] = {**STREAMERS, **(streamers or {})}
 
     # -- one chunk -----------------------------------------------------------------------------------
 
@@ -218,6 +222,9 @@ class Runner:
         try:
             job = self.store.get(job_id)
             if job.terminal or not 0 <= index < job.chunks:
+                return
+            if job.kind in self.streamers:
+                self._stream(job)
                 return
             if not self.store.chunk_finished(job_id, index):
                 me = _claimant()
@@ -238,6 +245,62 @@ class Runner:
                 self.finish(job_id)
         except (JobNotFound, FileNotFoundError):
             return  # deleted meanwhile: nothing to do
+
+    def _stream(self, job: Job) -> None:
+        """A job streamed whole by one worker (a video): its one chunk claimed and kept alive as any
+        chunk's, the streamer's result files recorded when it returns (see `Stream`)."""
+        me = _claimant()
+        if not self._claim(job.id, 0, me):
+            return
+        watch = _Watch(self.store, job.id)
+        folder = self.store.results_folder(job.id)
+        remove_temporaries(folder)
+        try:
+            with _Heartbeat(self.store, job.id, 0, me, self.settings.heartbeat_s, watch) as beat:
+
+                def progress(done: int) -> None:
+                    beat.done = done
+
+                stream = Stream(
+                    job=job,
+                    input=self.store.folder(job.id) / VIDEO_INPUT,
+                    folder=folder,
+                    predict=lambda data, name: self._predict(job, data, name, watch),
+                    stopped=watch.stopped,
+                    progress=progress,
+                    settings=self.settings,
+                )
+                written = dict(self.streamers[job.kind](stream))
+        except Stopped:
+            self._remove_if_deleted(job.id)
+            return
+        except (_JobFailed, JobError) as failure:
+            self.fail(job.id, str(failure))
+            return
+        except Exception as error:  # a bug or a file the probe let through: fail with what happened
+            log.exception("job %s: streaming failed", job.id)
+            self.fail(job.id, f"the worker failed: {type(error).__name__}: {error}")
+            return
+
+        def change(current: Job) -> bool:
+            if current.status != RUNNING:
+                return False
+            current.status, current.results = SUCCEEDED, list(written)
+            current.progress["done"] = current.total
+            current.chunk_done = [current.total]
+            if current.model.get("version") is None and stream.model_version is not None:
+                current.model["version"] = stream.model_version
+            current.finished = now_iso()
+            return True
+
+        try:
+            job = self.store.update(job.id, change)
+        except JobNotFound:
+            self._remove_if_deleted(job.id)
+            return
+        if job.status != SUCCEEDED:
+            for path in written.values():
+                path.unlink(missing_ok=True)
 
     def _claim(self, job_id: str, name: int | str, me: str) -> bool:
         """Take the chunk (or the finish step) unless another worker holds a live claim; job is running."""
@@ -464,6 +527,31 @@ class Assembly:
 Finisher = Callable[[Assembly], Mapping[str, Path]]
 
 
+@dataclass
+class Stream:
+    """What a streamer gets: a job whose one input file (`input`) one worker handles whole, as a stream.
+
+    `predict(data, name)` is one picture's prediction JSON with the job's model and options, retried while
+    the model server is away (it raises `PictureError` for a picture the gateway refuses); `progress(n)`
+    reports n units done (the job's `total` counts them); a streamer checks `stopped()` often and raises
+    `Stopped` when it says so, writes its result files into `folder` whole (temporary names, renamed at
+    the end: a worker killed midway leaves only temporaries, which the next try removes), sets
+    `model_version`, and returns {file name: path}. `JobError` fails the job with its message.
+    """
+
+    job: Job
+    input: Path
+    folder: Path
+    predict: Callable[[bytes, str], dict[str, Any]]
+    stopped: Callable[[], bool]
+    progress: Callable[[int], None]
+    settings: JobSettings
+    model_version: int | None = None
+
+
+Streamer = Callable[[Stream], Mapping[str, Path]]
+
+
 def export_predictions(assembly: Assembly) -> dict[str, Path]:
     """The predict job's finisher: every result file of web.jobs.exporters, records in picture order."""
     job = assembly.job
@@ -496,6 +584,7 @@ def finish_evaluation(assembly: Assembly) -> Mapping[str, Path]:
 
 
 FINISHERS: dict[str, Finisher] = {"predict": export_predictions, "evaluate": finish_evaluation}
+STREAMERS: dict[str, Streamer] = {}  # kind -> streamer; web.jobs.video adds "video"
 
 
 # -- recovering lost work ------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ DEFAULT_CHUNK_SIZE = 16
 RESULT_URL = "/api/v1/jobs/{id}/results/{name}"
 FINISH = "finish"  # the claim name of the step that assembles the results
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+VIDEO_INPUT = "input.video"  # a video job's upload, in its folder (the others' is input.zip)
 GALLERY = "gallery"  # results/gallery/: pictures an evaluation report shows, named in report.json
 _RESULT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 INCOMING, TRASH = ".incoming", ".trash"  # uploads being received; deleted jobs being removed
@@ -244,6 +245,7 @@ class JobStore:
         compare: Mapping[str, Any] | None = None,
         evaluation: Mapping[str, Any] | None = None,
         prepare: Callable[[Path, Path, Archive], Archive] | None = None,
+        probe: Callable[[Path, Path], int] | None = None,
     ) -> Job:
         """A queued job for the zip at `archive`, which is moved into the job's folder (it is gone on return).
 
@@ -261,17 +263,23 @@ class JobStore:
             (staging / "chunks").mkdir()
             (staging / "results").mkdir()
             (staging / "lock").touch()
-            zip_path = staging / "input.zip"
-            shutil.move(archive, zip_path)  # a rename when the upload is on the same file system
-            listing = open_archive(zip_path, limits)
-            if prepare is not None:  # an evaluate job reads its dataset (job folder, zip, listing)
-                listing = prepare(staging, zip_path, listing)
-            write_atomic(
-                staging / "listing.json",
-                _json_bytes({"limits": asdict(listing.limits), **listing.to_json()}),
-            )
-            total = len(listing.pictures)
-            chunks = -(-total // chunk_size)
+            if probe is not None:  # one file streamed through (a video): one chunk; `probe` counts frames
+                video = staging / VIDEO_INPUT
+                shutil.move(archive, video)
+                total, chunks, skipped = probe(staging, video), 1, []
+                chunk_size = max(total, 1)
+            else:
+                zip_path = staging / "input.zip"
+                shutil.move(archive, zip_path)  # a rename when the upload is on the same file system
+                listing = open_archive(zip_path, limits)
+                if prepare is not None:  # an evaluate job reads its dataset (job folder, zip, listing)
+                    listing = prepare(staging, zip_path, listing)
+                write_atomic(
+                    staging / "listing.json",
+                    _json_bytes({"limits": asdict(listing.limits), **listing.to_json()}),
+                )
+                total, skipped = len(listing.pictures), [s.to_json() for s in listing.skipped]
+                chunks = -(-total // chunk_size)
             job = Job(
                 id=job_id,
                 kind=kind,
@@ -279,7 +287,7 @@ class JobStore:
                 status=QUEUED,
                 progress={"done": 0, "total": total},
                 created=now_iso(),
-                skipped=[s.to_json() for s in listing.skipped],
+                skipped=skipped,
                 owner=owner,
                 options=dict(options or {}),
                 labels=dict(labels or {}),
