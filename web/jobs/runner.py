@@ -461,6 +461,11 @@ class Runner:
             return
         except JobError as error:  # nothing to report on (the models' labels meet no category, ...)
             raise _JobFailed(str(error)) from None
+        except Exception as error:  # a bug in a finisher: fail the job with what happened, never hang
+            log.exception("job %s: writing the results failed", job.id)
+            raise _JobFailed(
+                f"the worker failed while writing the results: {type(error).__name__}: {error}"
+            ) from None
         listed = [item.to_json() for item in self.store.archive(job).skipped]
         skipped = [
             {"file": line["file"], "reason": line["skipped"]}

@@ -483,7 +483,8 @@ def deltas(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any
         if isinstance(value, Mapping) and isinstance(other, Mapping):
             out[key] = deltas(value, other)
         elif isinstance(value, int | float) and isinstance(other, int | float):
-            out[key] = round(float(other) - float(value), 6)
+            # COCOeval's -1 (no ground truth in that area range) has no difference
+            out[key] = None if value < 0 or other < 0 else round(float(other) - float(value), 6)
     return out
 
 
