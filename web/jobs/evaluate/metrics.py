@@ -481,7 +481,9 @@ def deltas(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any
     for key, value in first.items():
         other = second.get(key)
         if isinstance(value, Mapping) and isinstance(other, Mapping):
-            out[key] = deltas(value, other)
+            inner = deltas(value, other)
+            if inner:
+                out[key] = inner
         elif isinstance(value, int | float) and isinstance(other, int | float):
             # COCOeval's -1 (no ground truth in that area range) has no difference
             out[key] = None if value < 0 or other < 0 else round(float(other) - float(value), 6)
@@ -561,14 +563,16 @@ def evaluate_classes(
         )
     wrong.sort(key=lambda item: (-item["score"], item["file"]))
     worst = [{**item, "picture": None, "number": n} for n, item in enumerate(wrong[:WORST], 1)]
+    confusion = {"labels": [c.name for c in categories] + [OTHER], "matrix": matrix.tolist()}
     entry = {
         "metrics": {
             "top1": round(top1 / total, 6) if total else 0.0,
             "top5": round(top5 / total, 6) if total else 0.0,
+            "confusion_matrix": confusion,  # the contract's place; "confusion" below as for detectors
         },
         "per_class": per_class,
         "counts": {"pictures": total, "top1_correct": top1, "top5_correct": top5},
-        "confusion": {"labels": [c.name for c in categories] + [OTHER], "matrix": matrix.tolist()},
+        "confusion": confusion,
         "worst": worst,
     }
     return ModelEvaluation(entry, gallery=[PictureMarks(item["file"]) for item in worst])
