@@ -53,7 +53,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from web.options import IOU_THRESHOLD, MAX_DETECTIONS, MIN_SCORE, VERSION, VERSION_LABEL, Option
+from web.options import (
+    IOU_THRESHOLD,
+    MAX_DETECTIONS,
+    MIN_SCORE,
+    OPERATING_SCORE,
+    VERSION,
+    VERSION_LABEL,
+    Option,
+)
 
 DEFAULT_URL = "http://localhost:5000"
 DEFAULT_TIMEOUT_S = 60.0
@@ -162,9 +170,7 @@ class Client:
         headers["Accept"] = "application/json"
         if self.options.api_key:
             headers["Authorization"] = f"Bearer {self.options.api_key}"
-        request = urllib.request.Request(
-            self._endpoint(picture), data=body, headers=headers, method="POST"
-        )
+        request = urllib.request.Request(self._endpoint(picture), data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
                 return response.read(), response.headers.get("Content-Type", "")
@@ -365,9 +371,7 @@ class JobEnded(Exception):
 
 
 def _form_field(boundary: str, name: str, value: str) -> bytes:
-    return (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-    ).encode()
+    return (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n').encode()
 
 
 def _job_path(job_id: str, *rest: str) -> str:
@@ -716,23 +720,24 @@ class JobRequest:
     url: str
     model: str
     archive: Path
-    out_dir: Path
+    out_dir: Path | None  # None: a folder named after the job id, made in the current directory
     fields: dict[str, str]
     api_key: str | None = None
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     request_timeout_s: float = DEFAULT_TIMEOUT_S
 
 
-def run_job(
+def _follow_job(
     request: JobRequest,
-    progress: bool | None = None,
-    stdout: TextIO = sys.stdout,
-    stderr: TextIO = sys.stderr,
-    poll_s: float = JOB_POLL_S,
-) -> int:
-    """Upload, wait, download; the exit status (0 done, 1 the job gave no results, 2 refused, 130 Ctrl-C)."""
-    client = JobClient(request.url, request.api_key, request.request_timeout_s)
-    display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
+    client: JobClient,
+    display: JobProgress,
+    stdout: TextIO,
+    stderr: TextIO,
+    poll_s: float,
+) -> dict[str, Any] | int:
+    """Upload the archive and wait for the job to end: the succeeded job's JSON, or the exit status
+    when there is nothing to download (2 refused, 1 failed or given up, 130 Ctrl-C). Shared by
+    ``job`` and ``evaluate``, which differ only in what they do with the results."""
 
     def fail(message: str, code: int) -> int:
         display.clear()
@@ -777,38 +782,227 @@ def run_job(
     if len(skipped) > SKIPPED_SHOWN:
         more = len(skipped) - SKIPPED_SHOWN
         print(f"  ... and {more} more skipped (the job's JSON lists them all)", file=stdout)
+    return job
+
+
+def _save_results(
+    client: JobClient,
+    job: dict[str, Any],
+    request: JobRequest,
+    display: JobProgress,
+    stdout: TextIO,
+    stderr: TextIO,
+) -> tuple[int, Path | None]:
+    """Download every result file and say what was written: (0, the folder), or 1 when some file
+    could not be, 130 after Ctrl-C (the results stay on the gateway either way)."""
+    out_dir = request.out_dir
+    if out_dir is None:  # named after the job, which is known only now
+        out_dir = result_target(Path.cwd(), job["id"]) or Path.cwd() / "job"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            display.clear()
+            print(f"error: cannot create {out_dir}: {exc.strerror or exc}; pass --out DIR", file=stderr)
+            return 1, None
     try:
-        written, problems = download_results(client, job, request.out_dir, display)
+        written, problems = download_results(client, job, out_dir, display)
     except KeyboardInterrupt:
-        return fail("interrupted during the downloads: the job's results stay on the gateway", 130)
+        display.clear()
+        print(
+            "interrupted during the downloads: the job's results stay on the gateway", file=stderr, flush=True
+        )
+        return 130, out_dir
     display.clear()
     for path, size in written:
         print(f"wrote {path} ({_megabytes(size)})", file=stdout)
-    print(f"{len(written)} file(s) written to {request.out_dir}", file=stdout, flush=True)
+    print(f"{len(written)} file(s) written to {out_dir}", file=stdout, flush=True)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=stderr)
-        return fail(f"{len(problems)} result file(s) could not be downloaded", 1)
-    return 0
+        print(f"{len(problems)} result file(s) could not be downloaded", file=stderr, flush=True)
+        return 1, out_dir
+    return 0, out_dir
+
+
+def run_job(
+    request: JobRequest,
+    progress: bool | None = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    poll_s: float = JOB_POLL_S,
+) -> int:
+    """Upload, wait, download; the exit status (0 done, 1 the job gave no results, 2 refused, 130 Ctrl-C)."""
+    client = JobClient(request.url, request.api_key, request.request_timeout_s)
+    display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
+    job = _follow_job(request, client, display, stdout, stderr, poll_s)
+    if isinstance(job, int):
+        return job
+    return _save_results(client, job, request, display, stdout, stderr)[0]
+
+
+BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+CLASSES_SHOWN = 30  # per-class rows printed; report.json and report.html hold them all
+
+
+def _cell(value: object) -> str:
+    """A metric as the report shows it: 3 decimals, '-' where COCOeval has no value (-1 or None)."""
+    if not isinstance(value, int | float) or value < 0:
+        return "-"
+    return f"{value:.3f}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain-text columns: the first left-aligned, the rest right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    """report.json as the terminal tables `evaluate` prints: the metrics (one column per model and
+    the change when comparing) and the per-class table."""
+    models = report.get("models") or []
+    comparison = report.get("comparison")
+    labels = [str(m.get("label", m.get("name"))) for m in models]
+    head = ["metric", *labels, *(["change"] if comparison else [])]
+    rows: list[list[str]] = [head]
+    if report.get("kind") == "detection":
+        for iou in (report.get("protocol") or {}).get("iou_types") or ["bbox"]:
+            for name in BOX_METRICS:
+                change = ((comparison or {}).get("deltas") or {}).get(iou, {}).get(name)
+                rows.append(
+                    [
+                        f"{'box' if iou == 'bbox' else 'mask'} {name}",
+                        *(_cell((m["metrics"].get(iou) or {}).get(name)) for m in models),
+                        *([_signed(change)] if comparison else []),
+                    ]
+                )
+        rows.append(
+            [
+                "TP / FP / FN",
+                *(
+                    "{true_positives} / {false_positives} / {false_negatives}".format(**m["counts"])
+                    for m in models
+                ),
+                *([""] if comparison else []),
+            ]
+        )
+        class_head = [
+            "class",
+            "GT",
+            *(f"AP50 {label}" for label in labels),
+            *(f"AP {label}" for label in labels),
+        ]
+        keys = ("AP50", "AP")
+    else:
+        for name in ("top1", "top5"):
+            change = ((comparison or {}).get("deltas") or {}).get(name)
+            rows.append(
+                [
+                    name,
+                    *(_cell(m["metrics"].get(name)) for m in models),
+                    *([_signed(change)] if comparison else []),
+                ]
+            )
+        class_head = [
+            "class",
+            "pictures",
+            *(f"recall {label}" for label in labels),
+            *(f"precision {label}" for label in labels),
+        ]
+        keys = ("recall", "precision")
+    lines = _table(rows)
+    first = models[0]["per_class"] if models else []
+    by_model = [{row["name"]: row for row in m["per_class"]} for m in models]
+    class_rows = [class_head]
+    for row in first[:CLASSES_SHOWN]:
+        count = row.get("ground_truth", row.get("support", 0))
+        class_rows.append(
+            [
+                str(row["name"]),
+                str(count),
+                *(_cell(table.get(row["name"], {}).get(key)) for key in keys for table in by_model),
+            ]
+        )
+    lines += ["", *_table(class_rows)]
+    if len(first) > CLASSES_SHOWN:
+        lines.append(
+            f"... and {len(first) - CLASSES_SHOWN} more classes (report.json and report.html list them all)"
+        )
+    for model in models:
+        unmatched = (model.get("matching") or {}).get("unmatched_categories") or []
+        if unmatched:
+            names = ", ".join(str(c.get("name")) for c in unmatched[:10])
+            lines.append(f"{model.get('label')}: not scored, no label meets these categories: {names}")
+    return lines
+
+
+def _signed(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return "+0.000" if abs(value) < 0.0005 else f"{value:+.3f}"
+
+
+def run_evaluate(
+    request: JobRequest,
+    progress: bool | None = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    poll_s: float = JOB_POLL_S,
+) -> int:
+    """Upload the dataset as an evaluate job, wait, download the report, print its tables; the exit
+    status as for `job` (0 done, 1 the job gave no report, 2 refused, 130 Ctrl-C)."""
+    client = JobClient(request.url, request.api_key, request.request_timeout_s)
+    display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
+    job = _follow_job(request, client, display, stdout, stderr, poll_s)
+    if isinstance(job, int):
+        return job
+    code, folder = _save_results(client, job, request, display, stdout, stderr)
+    report_path = None if folder is None else folder / "report.json"
+    if report_path is None or not report_path.is_file():
+        return code or 1
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        lines = format_report(report)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        print(f"error: {report_path} cannot be read as an evaluation report: {exc}", file=stderr)
+        return 1
+    print("", file=stdout)
+    for line in lines:
+        print(line, file=stdout)
+    html = folder / "report.html"
+    if html.is_file():
+        print(f"\nthe report with plots and pictures: {html}", file=stdout)
+    stdout.flush()
+    return code
 
 
 # The request options the client sends, as the server declares them (name, type, bounds, help).
 CHECKED_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
+EVALUATE_OPTIONS: tuple[Option, ...] = (*CHECKED_OPTIONS, OPERATING_SCORE)
+# What an evaluate job takes when the option is not sent (the jobs API's own default for evaluate jobs).
+EVALUATE_DEFAULTS = {MIN_SCORE.name: 0.0}
 
 
 def _flag(option: Option) -> str:
     return "--" + option.name.replace("_", "-")
 
 
-def _help(option: Option) -> str:
+def _help(option: Option, default: object = None) -> str:
     bounds = "" if option.type is str else f"; {option.expected()}"
-    default = "" if option.default is None else f" (gateway default: {option.default})"
-    return f"{option.help}{bounds}{default}"
+    default = option.default if default is None else default
+    shown = "" if default is None else f" (gateway default: {default})"
+    return f"{option.help}{bounds}{shown}"
 
 
-def option_problem(args: argparse.Namespace) -> str | None:
+def option_problem(args: argparse.Namespace, options: Sequence[Option] = CHECKED_OPTIONS) -> str | None:
     """What is wrong with the request options given on the command line, as the server would say."""
-    for option in CHECKED_OPTIONS:
+    for option in options:
         value = getattr(args, option.name)
         if value is not None and option.problem(value):
             return f"{_flag(option)} must be {option.expected()}, got {value!r}"
@@ -863,9 +1057,44 @@ def build_job_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model name, as listed by GET /api/v1/models")
     parser.add_argument("archive", type=Path, metavar="ARCHIVE", help="a .zip of pictures, any folder depth")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the result files")
+    _add_job_arguments(parser, CHECKED_OPTIONS)
+    return parser
+
+
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m web.client evaluate",
+        description="Evaluate a model on a labelled dataset: upload the zip (COCO instances json and "
+        "its pictures, or one folder per class for a classifier) as an evaluate job, follow its "
+        "progress, print COCO's metrics (or top-1/top-5) and the per-class table, and download "
+        "report.json, report.html, coco_results*.json and the plots into DIR. Ctrl-C while waiting "
+        "cancels the job.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model name, as listed by GET /api/v1/models")
+    parser.add_argument(
+        "archive", type=Path, metavar="DATASET", help="a .zip: COCO json + pictures, or class folders"
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="MODEL[:VERSION]",
+        help="a second model predicted on the same pictures; the tables get its column and the deltas",
+    )
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", help="folder for the report files (default: ./<job id>)"
+    )
+    _add_job_arguments(parser, EVALUATE_OPTIONS, EVALUATE_DEFAULTS)
+    return parser
+
+
+def _add_job_arguments(
+    parser: argparse.ArgumentParser, options: Sequence[Option], defaults: dict[str, object] | None = None
+) -> None:
+    """The arguments `job` and `evaluate` share: connection, request options, timeouts, progress."""
     _add_connection_arguments(parser)
-    for option in CHECKED_OPTIONS:
-        parser.add_argument(_flag(option), type=option.type, help=_help(option))
+    for option in options:
+        parser.add_argument(
+            _flag(option), type=option.type, help=_help(option, (defaults or {}).get(option.name))
+        )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -876,23 +1105,44 @@ def build_job_parser() -> argparse.ArgumentParser:
         "--request-timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per HTTP request"
     )
     parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
-    return parser
 
 
-def _check_common(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _check_common(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, options: Sequence[Option] = CHECKED_OPTIONS
+) -> None:
     scheme = urllib.parse.urlsplit(args.url).scheme
     if scheme not in ("http", "https"):
         parser.error(f"--url must start with http:// or https://, got {args.url!r}")
-    problem = option_problem(args)
+    problem = option_problem(args, options)
     if problem:
         parser.error(problem)
 
 
-def job_main(argv: Sequence[str]) -> int:
-    """``python -m web.client job MODEL ARCHIVE --out DIR``."""
-    parser = build_job_parser()
-    args = parser.parse_args(argv)
-    _check_common(parser, args)
+def compare_problem(text: str) -> str | None:
+    """What is wrong with ``--compare-with`` ("name" or "name:version"), before anything is uploaded."""
+    name, _, version = text.partition(":")
+    if not name.strip():
+        return f"--compare-with must be a model name or name:version, got {text!r}"
+    version = version.strip().lstrip("vV")
+    if not version:
+        return None
+    try:
+        number = int(version)
+    except ValueError:
+        number = 0
+    if VERSION.problem(number):
+        return f"--compare-with: the version after ':' must be {VERSION.expected()}, got {text!r}"
+    return None
+
+
+def _job_request(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    options: Sequence[Option],
+    extra: dict[str, str] | None = None,
+) -> JobRequest:
+    """The checked arguments of `job` or `evaluate` as a JobRequest; usage errors exit 2 here."""
+    _check_common(parser, args, options)
     for name in ("timeout", "request_timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
@@ -903,25 +1153,33 @@ def job_main(argv: Sequence[str]) -> int:
         parser.error(f"{args.archive}: cannot read the archive: {exc.strerror or exc}")
     if not args.archive.is_file():
         parser.error(f"{args.archive}: not a file")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        parser.error(f"--out {args.out}: cannot create the folder: {exc.strerror or exc}")
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--out {args.out}: cannot create the folder: {exc.strerror or exc}")
     fields = {
         option.name: str(getattr(args, option.name))
-        for option in CHECKED_OPTIONS
+        for option in options
         if getattr(args, option.name) is not None
     }
-    request = JobRequest(
+    return JobRequest(
         url=args.url,
         model=args.model,
         archive=args.archive,
         out_dir=args.out,
-        fields=fields,
+        fields={**(extra or {}), **fields},
         api_key=args.api_key,
         timeout_s=args.timeout,
         request_timeout_s=args.request_timeout,
     )
+
+
+def job_main(argv: Sequence[str]) -> int:
+    """``python -m web.client job MODEL ARCHIVE --out DIR``."""
+    parser = build_job_parser()
+    args = parser.parse_args(argv)
+    request = _job_request(parser, args, CHECKED_OPTIONS)
     try:
         return run_job(request, progress=False if args.no_progress else None)
     except KeyboardInterrupt:
@@ -929,11 +1187,31 @@ def job_main(argv: Sequence[str]) -> int:
         return 130
 
 
+def evaluate_main(argv: Sequence[str]) -> int:
+    """``python -m web.client evaluate MODEL DATASET.zip [--compare-with M] [--out DIR]``."""
+    parser = build_evaluate_parser()
+    args = parser.parse_args(argv)
+    extra = {"kind": "evaluate"}
+    if args.compare_with is not None:
+        problem = compare_problem(args.compare_with)
+        if problem:
+            parser.error(problem)
+        extra["compare_with"] = args.compare_with.strip()
+    request = _job_request(parser, args, EVALUATE_OPTIONS, extra)
+    try:
+        return run_evaluate(request, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m web.client`` (and ``python -m web.client job ...``)."""
+    """Entry point for ``python -m web.client`` (and ``python -m web.client job|evaluate ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["job"]:  # a picture file named "job" is still sent as ./job
         return job_main(argv[1:])
+    if argv[:1] == ["evaluate"]:  # likewise ./evaluate
+        return evaluate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_common(parser, args)

@@ -5,6 +5,7 @@ the cancel and delete buttons work, and no page meets a Content-Security-Policy 
 
 from __future__ import annotations
 
+import json
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from werkzeug.serving import make_server
 
-from demo.synthetic import encode_jpeg, generate_image
+from demo.synthetic import encode_jpeg, generate_image, write_coco_dataset
 from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers
@@ -52,13 +53,15 @@ def serving(demo_model_server: str, tmp_path: Path) -> dict[str, str]:
 def keyed_gateway(serving: dict[str, str], tmp_path: Path) -> Iterator[str]:
     from web import create_app
 
-    app = create_app({
-        **serving,
-        "UPLOAD_FOLDER": str(tmp_path / "upload_folder"),
-        "OUTPUT_FOLDER": str(tmp_path / "output"),
-        "API_KEYS": KEY,
-        "SECRET_KEY": "jobs-browser-session-secret",
-    })
+    app = create_app(
+        {
+            **serving,
+            "UPLOAD_FOLDER": str(tmp_path / "upload_folder"),
+            "OUTPUT_FOLDER": str(tmp_path / "output"),
+            "API_KEYS": KEY,
+            "SECRET_KEY": "jobs-browser-session-secret",
+        }
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -160,7 +163,9 @@ def test_jobs_from_the_form_with_live_progress_results_thumbnails_cancel_and_del
     later = start_job(page, keyed_gateway, archive)
     page.goto(f"{keyed_gateway}/jobs")
     assert [page.locator("#jobs-table tbody tr").nth(i).get_attribute("data-job") for i in range(3)] == [
-        later, waiting, first,
+        later,
+        waiting,
+        first,
     ]  # newest first
     assert row(page, first).locator("[data-job-status]").inner_text() == "succeeded"
     assert row(page, first).locator("[data-job-results] a").count() == len(RESULT_FILES)
@@ -226,3 +231,98 @@ def test_a_refused_zip_comes_back_with_the_message_and_the_choices_made(
     assert violations(page) == []
     page.goto(f"{keyed_gateway}/jobs")  # a fresh visit starts from the defaults again
     assert page.locator("#max_detections").input_value() == "100"
+
+
+# -- an evaluate job's report page ------------------------------------------------------------
+
+EVAL_PICTURES = 12
+IMAGES_LOADED = (
+    "(selector) => { const imgs = [...document.querySelectorAll(selector)];"
+    " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.length; }"
+)
+
+
+@pytest.fixture()
+def labelled_set(tmp_path: Path) -> Path:
+    """The demo's kind of labelled set: synthetic photos, COCO boxes and RLE masks."""
+    folder = tmp_path / "set"
+    annotations = write_coco_dataset(folder, EVAL_PICTURES, 777)
+    path = tmp_path / "labelled.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(annotations, "annotations.json")
+        for picture in sorted((folder / "images").iterdir()):
+            zf.write(picture, f"images/{picture.name}")
+    return path
+
+
+def threshold_row(page, model: int) -> dict[str, str]:
+    row = page.locator(f"[data-threshold-model='{model}']")
+    return {key: row.locator(f"[data-value='{key}']").inner_text() for key in ("precision", "recall", "f1")}
+
+
+def test_an_evaluation_report_page_plots_slider_and_worst_pictures(
+    keyed_gateway: str,
+    serving: dict[str, str],
+    workers: Workers,
+    browser_page: BrowserPage,
+    labelled_set: Path,
+) -> None:
+    page = browser_page.page
+    page.add_init_script(RECORD_VIOLATIONS)
+    page.goto(f"{keyed_gateway}/jobs")
+    page.fill("#key", KEY)
+    page.click("#sign-in")
+    page.wait_for_url(f"{keyed_gateway}/jobs")
+
+    page.select_option("#model", "shapes")
+    page.check("#kind-evaluate")
+    assert page.input_value("#min_score") == "0"  # COCO's protocol: every prediction is scored
+    page.select_option("#compare_with", "shapes_jpeg")
+    page.set_input_files("#archive", str(labelled_set))
+    page.click("#start-job")
+    page.wait_for_url(f"{keyed_gateway}/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+    # Queued, no worker yet: the page says the report comes at the end, and shows the progress.
+    assert page.locator("[data-eval-pending]").is_visible()
+    assert page.locator("progress[data-job-progress]").get_attribute("max") == str(EVAL_PICTURES)
+
+    workers.start(JobSettings.from_env(serving), predictor=None, **serving)
+    page.wait_for_selector("#eval-metrics", timeout=180_000)  # the page loads the report when done
+    report = json.loads(page.request.get(f"{keyed_gateway}/api/v1/jobs/{job_id}/results/report.json").body())
+    labels = [model["label"] for model in report["models"]]
+    metrics = page.locator("#eval-metrics").inner_text()
+    assert all(label in metrics for label in labels) and "box AP50" in metrics and "mask AP" in metrics
+
+    plots = page.wait_for_function(IMAGES_LOADED, arg="#eval-plots img", timeout=30_000).json_value()
+    assert plots == len(report["plots"]) >= 8  # 4 per model, and the per-class deltas
+    for image in page.locator("#eval-plots img").all():
+        assert image.is_visible() and image.bounding_box()["width"] > 200
+
+    # The slider starts at the operating score; moving it shows report.json's values at the new score.
+    assert page.locator("#threshold-value").inner_text() == "0.50"
+    before = threshold_row(page, 0)
+    for score in (0.9, 0.05):
+        page.locator("#threshold-slider").fill(str(score))
+        assert page.locator("#threshold-value").inner_text() == f"{score:.2f}"
+        for model, entry in enumerate(report["models"]):
+            at = entry["thresholds"][round(score * 100)]
+            assert threshold_row(page, model) == {
+                key: "–" if at[key] is None else f"{at[key]:.3f}" for key in ("precision", "recall", "f1")
+            }
+        assert threshold_row(page, 0) != before
+    assert float(threshold_row(page, 0)["recall"]) > float(before["recall"])  # a lower threshold finds more
+    assert float(threshold_row(page, 0)["precision"]) < float(before["precision"])  # and more of it is wrong
+
+    worst = report["models"][0]["worst"]
+    assert worst, "the demo detector makes some mistakes on 12 pictures"
+    loaded = page.wait_for_function(IMAGES_LOADED, arg="[data-eval-worst='0'] img", timeout=30_000)
+    assert loaded.json_value() == len(worst)
+    assert worst[0]["file"] in page.locator("[data-eval-worst='0']").inner_text()
+
+    # report.html downloads as one file that needs nothing beside it.
+    html = page.request.get(f"{keyed_gateway}/api/v1/jobs/{job_id}/results/report.html").text()
+    assert html.count("data:image/png;base64,") >= len(report["plots"]) and "<script" not in html
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.locator("#threshold-slider").fill("0.5")
+    page.screenshot(path=str(SCREENSHOT_DIR / "evaluation.png"), full_page=True)
+    assert violations(page) == []

@@ -318,3 +318,56 @@ def test_the_form_under_gunicorn(tmp_path: Path, serving) -> None:
         assert too_large.status_code == 413 and "MAX_JOB_UPLOAD_BYTES" in too_large.text
         assert 'id="job-form"' in too_large.text
     assert [p.name for p in job_folders(serving)] == [job_id]
+
+
+def coco_zip(tmp_path: Path, count: int, seed: int) -> bytes:
+    """The demo's own held-out style set: synthetic photos with exact COCO boxes and RLE masks."""
+    from demo.synthetic import write_coco_dataset
+
+    folder = tmp_path / "set"
+    annotations = write_coco_dataset(folder, count, seed)
+    entries = {"annotations.json": annotations.read_bytes()}
+    for path in sorted((folder / "images").iterdir()):
+        entries[f"images/{path.name}"] = path.read_bytes()
+    return zip_of(entries)
+
+
+def test_an_evaluation_from_the_form_scores_the_demo_detector(
+    tmp_path: Path, serving, workers: Workers
+) -> None:
+    """The form's "Evaluate" on the demo's kind of set: the trained detector scores as the README says."""
+    client = make_client(tmp_path, serving)
+    page = client.get("/jobs").get_data(as_text=True)
+    assert 'name="kind" value="evaluate"' in page and 'id="compare_with"' in page
+    assert re.search(r'<input id="operating_score" name="operating_score"[^>]*min="0"[^>]*max="1"', page)
+    token = flask_csrf_token(client, "/jobs")
+    started = post_form(
+        client,
+        coco_zip(tmp_path, 12, seed=777),
+        token,
+        kind="evaluate",
+        min_score="0",
+        compare_with="shapes_jpeg",
+    )
+    assert started.status_code == 303, started.get_data(as_text=True)
+    job_id = JOB_PAGE.search(started.headers["Location"]).group(1)
+    workers.start(JobSettings.from_env(serving), predictor=None, **serving)
+    wait_for(
+        lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] in ("succeeded", "failed"),
+        180,
+        f"job {job_id} to end\n{workers.logs()[-3000:]}",
+    )
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "succeeded", job["error"]
+    report = json.loads(client.get(job["results"]["report.json"]).data)
+    assert [m["name"] for m in report["models"]] == ["shapes", "shapes_jpeg"]
+    for model in report["models"]:
+        # README: box AP@0.5 0.988 and mask AP@0.5 0.948 on 300 pictures; 12 pictures leave some spread
+        assert model["metrics"]["bbox"]["AP50"] > 0.85, model["metrics"]
+        assert model["metrics"]["segm"]["AP50"] > 0.75, model["metrics"]
+        assert all(m["by"] == "name" for m in model["matching"]["matched"])
+        assert not model["matching"]["unmatched_categories"] and not model["matching"]["unmatched_labels"]
+    # the same network, raw pixels against JPEG bytes: nearly the same numbers
+    assert abs(report["comparison"]["deltas"]["bbox"]["AP50"]) < 0.05
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "AP50" in page

@@ -39,7 +39,7 @@ from web.http.auth import CSRF_FIELD, check_origin, check_token, owner
 from web.http.errors import describe, error_response
 from web.http.jobs import JobMissing, cancel_job, delete_job, start_job, visible_job
 from web.jobs.archives import ArchiveError
-from web.jobs.store import JobNotFound
+from web.jobs.store import RESULT_URL, JobNotFound
 from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
 from web.pipeline import images
 from web.pipeline.images import EXTENSIONS, SUPPORTED
@@ -419,11 +419,16 @@ def jobs_submit():
 def job(job_id: str):
     """One job: status, live progress, skipped files, result links and the first results drawn."""
     found = visible_job(job_id)
+    shown = found.to_json()
+    report = _evaluation_report(found)
+    base = RESULT_URL.format(id=found.id, name="")
     return render_template(
         "job.html",
-        job=found.to_json(),
+        job=shown,
         thumbnails=_thumbnail_count(found),
-        report=_evaluation_report(found),
+        report=report,
+        plots=[name for name in (report or {}).get("plots", ()) if name in shown["results"]],
+        result_src=lambda name: base + name,  # a result file or a gallery/ picture of the report
     )
 
 

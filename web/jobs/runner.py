@@ -28,13 +28,13 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from web.jobs.archives import Archive, EntryError, Picture, sniff_picture
+from web.jobs.archives import EntryError, Picture, sniff_picture
 from web.jobs.config import JobSettings
 from web.jobs.exporters import RESULT_FILES, ExportSet, remove_temporaries
+from web.jobs.kinds import Assembly, Finisher, JobError, PictureError, Stopped, Stream, Streamer
 from web.jobs.store import (
     FAILED,
     FINISH,
@@ -56,20 +56,8 @@ CLAIM_QUEUED, CLAIM_RUNNING = "queued", "running"
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]  # tells this process apart from an earlier one with the same pid
 
 
-class PictureError(Exception):
-    """This picture cannot be predicted (not decodable, too large): listed in `skipped`, the job goes on."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class RetryableError(Exception):
     """The model server is unavailable for now: the picture is tried again after a back-off."""
-
-
-class JobError(Exception):
-    """Nothing in this job can succeed (unknown model, refused key): the job fails at once, with this."""
 
 
 @runtime_checkable
@@ -110,10 +98,6 @@ def is_stale(claim: Claim, now: float, stale_s: float, pending: int) -> bool:
         return now - claim.at > stale_s or _process_is_gone(claim)
     # Queued: while the queue holds tasks, this one may be among them (waiting is not lost).
     return pending == 0 and now - claim.at > stale_s
-
-
-class Stopped(Exception):
-    """The job was cancelled, failed or deleted, or another worker took the chunk over: stop quietly."""
 
 
 class _JobFailed(Exception):
@@ -501,60 +485,6 @@ class Runner:
         folder = self.store.folder(job_id)
         if not (folder / "job.json").exists():
             shutil.rmtree(folder, ignore_errors=True)
-
-
-@dataclass
-class Assembly:
-    """What a finisher gets: the job, its results folder, its chunk records in picture order, a stop check.
-
-    `lines()` yields {"file", "prediction"} or {"file", "skipped"} per picture; a finisher writes its result
-    files into `folder` (whole or not at all), returns {file name: path}, and raises `Stopped` when
-    `stopped()` says the job was cancelled or deleted.
-    """
-
-    job: Job
-    folder: Path
-    read_lines: Callable[[], Iterator[dict[str, Any]]]
-    stopped: Callable[[], bool]
-    omitted: list[dict[str, str]] = field(default_factory=list)  # pictures one format could not hold
-    model_version: int | None = None  # the version that answered, when the job asked for the latest
-    archive: Callable[[], Archive] | None = None  # the job's pictures (an evaluation draws some)
-
-    @property
-    def job_folder(self) -> Path:
-        """The job's own folder (results/ is in it; so is an evaluate job's dataset.json)."""
-        return self.folder.parent
-
-    def lines(self) -> Iterator[dict[str, Any]]:
-        return self.read_lines()
-
-
-Finisher = Callable[[Assembly], Mapping[str, Path]]
-
-
-@dataclass
-class Stream:
-    """What a streamer gets: a job whose one input file (`input`) one worker handles whole, as a stream.
-
-    `predict(data, name)` is one picture's prediction JSON with the job's model and options, retried while
-    the model server is away (it raises `PictureError` for a picture the gateway refuses); `progress(n)`
-    reports n units done (the job's `total` counts them); a streamer checks `stopped()` often and raises
-    `Stopped` when it says so, writes its result files into `folder` whole (temporary names, renamed at
-    the end: a worker killed midway leaves only temporaries, which the next try removes), sets
-    `model_version`, and returns {file name: path}. `JobError` fails the job with its message.
-    """
-
-    job: Job
-    input: Path
-    folder: Path
-    predict: Callable[[bytes, str], dict[str, Any]]
-    stopped: Callable[[], bool]
-    progress: Callable[[int], None]
-    settings: JobSettings
-    model_version: int | None = None
-
-
-Streamer = Callable[[Stream], Mapping[str, Path]]
 
 
 def export_predictions(assembly: Assembly) -> dict[str, Path]:

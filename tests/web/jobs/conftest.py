@@ -75,3 +75,15 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
     pool = Workers(tmp_path)
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture()
+def serving(signature_server: str, signature_models: Path, tmp_path: Path) -> dict[str, str]:
+    """The signature models' server and a fresh jobs folder, as the jobs API and evaluate tests run them."""
+    return {
+        "TF_SERVING_ADDRESS": signature_server,
+        "MODEL_CONFIG_FILE": str(signature_models / "models.config"),
+        "JOBS_FOLDER": str(tmp_path / "jobs"),
+        "JOB_QUEUE_POLL_S": "0.1",
+        "JOB_CHUNK_SIZE": "4",
+    }

@@ -19,11 +19,10 @@ from pycocotools.cocoeval import COCOeval
 from tests.support.signature_models import BOXES
 from tests.web.helpers import solid
 from tests.web.jobs.queue_helpers import Workers
-from tests.web.jobs.test_jobs_api import (  # noqa: F401 - `serving` is a fixture
+from tests.web.jobs.test_jobs_api import (
     API,
     make_client,
     post_job,
-    serving,
     start_worker,
     wait_ended,
     zip_of,

@@ -39,17 +39,6 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
 PICTURES = {f"set/{i:02d}.jpg": solid(160, 120, (80 + 10 * i, 100, 120)) for i in range(6)}
 
 
-@pytest.fixture()
-def serving(signature_server: str, signature_models: Path, tmp_path: Path) -> dict[str, str]:
-    return {
-        "TF_SERVING_ADDRESS": signature_server,
-        "MODEL_CONFIG_FILE": str(signature_models / "models.config"),
-        "JOBS_FOLDER": str(tmp_path / "jobs"),
-        "JOB_QUEUE_POLL_S": "0.1",
-        "JOB_CHUNK_SIZE": "4",
-    }
-
-
 def make_client(tmp_path: Path, serving: dict[str, str], **extra: Any) -> FlaskClient:
     config = {"UPLOAD_FOLDER": tmp_path / "up", "OUTPUT_FOLDER": tmp_path / "out", **serving, **extra}
     return create_app(config).test_client()

@@ -139,7 +139,11 @@
     each(el, "[data-job-skipped]", function (list) { fillSkipped(list, job.skipped || []); });
     each(el, "[data-job-skipped-count]", function (node) { setText(node, String((job.skipped || []).length)); });
     each(el, "[data-job-cancel]", function (cancel) { cancel.hidden = !ACTIVE[job.status]; });
-    if (job.status === "succeeded" && was !== "succeeded") refreshThumbnails(el);
+    if (job.status === "succeeded" && was !== "succeeded") {
+      // an evaluation's report (tables, plots, slider, pictures) is the page itself: load it whole
+      if (el.querySelector("[data-eval-pending]")) window.location.reload();
+      else refreshThumbnails(el);
+    }
   }
 
   function gone(id) {

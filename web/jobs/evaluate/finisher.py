@@ -16,6 +16,7 @@ from typing import Any
 
 from web.jobs.archives import EntryError
 from web.jobs.evaluate.dataset import Dataset
+from web.jobs.evaluate.gallery import Mark, draw_picture, draw_side_by_side
 from web.jobs.evaluate.matching import match_categories, nothing_matches
 from web.jobs.evaluate.metrics import (
     ModelEvaluation,
@@ -25,11 +26,13 @@ from web.jobs.evaluate.metrics import (
     evaluate_detections,
     per_class_deltas,
 )
+from web.jobs.evaluate.plots import write_plots
 from web.jobs.evaluate.prepare import DATASET_FILE
-from web.jobs.runner import Assembly, JobError, Stopped
+from web.jobs.evaluate.report_html import HTML_FILE, write_report_html
+from web.jobs.kinds import Assembly, JobError, Stopped
 from web.jobs.store import GALLERY, write_atomic
 
-REPORT_FILE, HTML_FILE = "report.json", "report.html"
+REPORT_FILE = "report.json"
 RESULTS_FILE, COMPARE_RESULTS_FILE = "coco_results.json", "coco_results_compare.json"
 
 
@@ -38,12 +41,21 @@ def _json_bytes(data: Any) -> bytes:
 
 
 def _seen_labels(predictions: Mapping[str, Mapping[str, Any]], known: Mapping[int, str]) -> dict[int, str]:
-    """The model's label map plus every (class id, label) its answers named."""
-    labels = dict(known)
+    """Every (class id, label) the model's answers named, then the label map's other names.
+
+    The answers come first: their class ids are the ones predictions carry, while a label map counts
+    from 1 and some families answer from 0 (the adapter's class offset), so a label map entry joins
+    only where neither its id nor its name was seen (a class the model never answered still counts
+    as one of its labels, for the report's unmatched list)."""
+    labels: dict[int, str] = {}
     for prediction in predictions.values():
         for item in (*(prediction.get("detections") or ()), *(prediction.get("classes") or ())):
             if "class_id" in item and "label" in item:
                 labels.setdefault(int(item["class_id"]), str(item["label"]))
+    names = {label.strip().casefold() for label in labels.values()}
+    for class_id, label in known.items():
+        if class_id not in labels and label.strip().casefold() not in names:
+            labels[class_id] = label
     return labels
 
 
@@ -55,9 +67,6 @@ def _version(predictions: Mapping[str, Mapping[str, Any]], asked: int | None) ->
 
 def finish_evaluation(assembly: Assembly) -> dict[str, Path]:
     """The finisher of evaluate jobs: report.json, report.html, COCO results, plots and gallery."""
-    from web.jobs.evaluate.gallery import Mark, draw_picture, draw_side_by_side
-    from web.jobs.evaluate.plots import write_plots
-    from web.jobs.evaluate.report_html import write_report_html
 
     job, folder = assembly.job, assembly.folder
     dataset = Dataset.from_json(json.loads((assembly.job_folder / DATASET_FILE).read_text(encoding="utf-8")))
@@ -155,8 +164,8 @@ def finish_evaluation(assembly: Assembly) -> dict[str, Path]:
                 data = picture(row["file"])
                 row["picture"] = None
                 if data is not None:
-                    left = _marks(evaluations[0].found[row["file"]], only_a, names, Mark)
-                    right = _marks(evaluations[1].found[row["file"]], only_b, names, Mark)
+                    left = _marks(evaluations[0].found[row["file"]], only_a, names)
+                    right = _marks(evaluations[1].found[row["file"]], only_b, names)
                     name = f"disagree-{number:02d}.jpg"
                     write_atomic(
                         gallery / name,
@@ -190,16 +199,16 @@ def finish_evaluation(assembly: Assembly) -> dict[str, Path]:
             written[COMPARE_RESULTS_FILE] = folder / COMPARE_RESULTS_FILE
     if assembly.stopped():
         raise Stopped
-    written.update(write_plots(report, folder))
+    plots = write_plots(report, folder)
+    report["plots"] = list(plots)  # in the order a reader takes them: one model's, the other's, the deltas
+    written.update(plots)
     write_atomic(folder / REPORT_FILE, _json_bytes(report))
     written[REPORT_FILE] = folder / REPORT_FILE
-    written[HTML_FILE] = write_report_html(
-        report, folder, {k: v for k, v in written.items() if k.endswith(".png")}
-    )
+    written[HTML_FILE] = write_report_html(report, folder, plots)
     return {name: written[name] for name in sorted(written)}
 
 
-def _marks(kept: list, alone: list, names: Mapping[int, str], mark: type) -> list:
+def _marks(kept: list, alone: list, names: Mapping[int, str]) -> list[Mark]:
     """A model's detections for the side-by-side picture; the ones the other model lacks are "only"."""
     lonely = {(c, tuple(b), s) for c, b, s in alone}
     out = []
@@ -207,6 +216,6 @@ def _marks(kept: list, alone: list, names: Mapping[int, str], mark: type) -> lis
         x, y, w, h = box
         kind = "only" if (category, tuple(box), score) in lonely else "hit"
         out.append(
-            mark(box=(x, y, x + w, y + h), label=names.get(category, str(category)), kind=kind, score=score)
+            Mark(box=(x, y, x + w, y + h), label=names.get(category, str(category)), kind=kind, score=score)
         )
     return out

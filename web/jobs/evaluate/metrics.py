@@ -72,9 +72,10 @@ def _xywh(box: Mapping[str, Any], width: int, height: int) -> list[float]:
 
 
 def _category(matching: Matching, detection: Mapping[str, Any]) -> int | None:
-    found = matching.category_of(int(detection.get("class_id", -1)))
-    if found is None and "label" in detection:
-        found = matching.category_of_label(str(detection["label"]))
+    """The dataset category of a detection or class: by the label it carries, else by its class id."""
+    found = matching.category_of_label(str(detection["label"])) if "label" in detection else None
+    if found is None:
+        found = matching.category_of(int(detection.get("class_id", -1)))
     return found
 
 
