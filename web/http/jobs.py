@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,10 +101,10 @@ def _form_options(fields: MultiDict[str, str]) -> JobForm:
         values[MIN_SCORE.name] = "0"  # COCO's protocol: every detection counts towards AP
     text = (values.get(OPERATING_SCORE.name) or "").strip()
     score = OPERATING_SCORE.parse(text) if text else OPERATING_SCORE.default
-    return JobForm(model, PredictOptions.from_mapping(values), kind, _compare_with(values), float(score))
+    return JobForm(model, PredictOptions.from_mapping(values), kind, compare_with(values), float(score))
 
 
-def _compare_with(values: MultiDict[str, str]) -> dict[str, Any] | None:
+def compare_with(values: Mapping[str, str]) -> dict[str, Any] | None:
     """`compare_with`: "name" or "name:version" (None when absent)."""
     text = (values.get(COMPARE_FIELD) or "").strip()
     if not text:

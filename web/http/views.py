@@ -9,6 +9,8 @@ re-runs the model and every result has a URL that can be shared.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -37,11 +39,20 @@ from web.domain import Box, Classification, Detection, Mask
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
 from web.http.auth import CSRF_FIELD, check_origin, check_token, owner
 from web.http.errors import describe, error_response
-from web.http.jobs import JobMissing, cancel_job, delete_job, start_job, visible_job
+from web.http.jobs import (
+    COMPARE_FIELD,
+    JobMissing,
+    cancel_job,
+    compare_with,
+    delete_job,
+    start_job,
+    visible_job,
+)
 from web.jobs.archives import ArchiveError
 from web.jobs.store import RESULT_URL, JobNotFound
 from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
 from web.pipeline import images
+from web.pipeline.compare import mark_only, pair_detections
 from web.pipeline.images import EXTENSIONS, SUPPORTED
 from web.pipeline.render import class_color, render_prediction
 from web.pipeline.request import display_name
@@ -58,7 +69,11 @@ bp = Blueprint(
 )
 
 OPTION_FIELDS = tuple(option.name for option in PREDICT_OPTIONS)
-FORM_DEFAULTS = {"model": "", **{option.name: option.form_default() for option in PREDICT_OPTIONS}}
+FORM_DEFAULTS = {
+    "model": "",
+    **{option.name: option.form_default() for option in PREDICT_OPTIONS},
+    COMPARE_FIELD: "",  # a second model ("name" or "name:version"): both drawn side by side
+}
 RECENT_DEFAULT = 48
 RECENT_MAX = 200
 RENDER_FORMAT = "jpeg"
@@ -196,6 +211,9 @@ def submit():
             label_map = parse_label_map(label_map_data, label_map_file.filename or "label_map.pbtxt")
 
         gateway = _gateway()
+        second = compare_with(values)
+        if second is not None:
+            return _compare(gateway, model, image, options, label_map, second)
         upload = gateway.open(model, [(None, image)], options=options, label_map=label_map)
         prediction, rendered = gateway.run_and_render(upload, RENDER_FORMAT)
         try:
@@ -216,6 +234,37 @@ def submit():
     except GatewayError as exc:
         return _render_form(values, error=str(exc), status=exc.status)
     return redirect(url_for("views.result", result_id=result_id), code=303)
+
+
+def _compare(gateway: Any, model: str, image: bytes, options: PredictOptions, label_map: Any, second: dict):
+    """The picture through two models (or two versions), drawn side by side, the boxes only one of
+    them found framed; a page of its own, not stored (the single results are for that)."""
+    other = dataclasses.replace(options, version=second["version"], version_label=None)
+    gateway.check_model(second["name"])
+    runs = []
+    for name, chosen, labels in ((model, options, label_map), (second["name"], other, None)):
+        upload = gateway.open(name, [(None, image)], options=chosen, label_map=labels)
+        runs.append(gateway.run_and_render(upload, RENDER_FORMAT))
+    (first, first_drawn), (then, then_drawn) = runs
+    pairing = pair_detections(first.detections, then.detections)
+    sides = []
+    for prediction, drawn, only in (
+        (first, first_drawn, pairing.only_first),
+        (then, then_drawn, pairing.only_second),
+    ):
+        alone = set(only)
+        answer = prediction.to_dict()
+        picture = base64.b64encode(mark_only(drawn, prediction.detections, only)).decode("ascii")
+        sides.append(
+            {
+                "label": f"{prediction.model_name}:v{prediction.model_version}",
+                "picture": f"data:image/jpeg;base64,{picture}",
+                "rows": [(row, i in alone) for i, row in enumerate(_detection_rows(answer))],
+                "classes": answer.get("classes"),
+                "only": len(only),
+            }
+        )
+    return render_template("compare.html", sides=sides, both=len(pairing.pairs), options=options.to_dict())
 
 
 def _read_upload(upload: FileStorage | None, what: str) -> bytes | None:
