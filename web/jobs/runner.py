@@ -277,14 +277,7 @@ class Runner:
             current.finished = now_iso()
             return True
 
-        try:
-            job = self.store.update(job.id, change)
-        except JobNotFound:
-            self._remove_if_deleted(job.id)
-            return
-        if job.status != SUCCEEDED:
-            for path in written.values():
-                path.unlink(missing_ok=True)
+        self._record_results(job.id, change, written)
 
     def _claim(self, job_id: str, name: int | str, me: str) -> bool:
         """Take the chunk (or the finish step) unless another worker holds a live claim; job is running."""
@@ -471,10 +464,17 @@ class Runner:
             current.finished = now_iso()
             return True
 
+        self._record_results(job.id, change, written)
+
+    def _record_results(
+        self, job_id: str, change: Callable[[Job], bool], written: Mapping[str, Path]
+    ) -> None:
+        """Mark the job succeeded with its results (`change`, under the job's lock); a job cancelled or
+        deleted meanwhile keeps none of the files just written."""
         try:
-            job = self.store.update(job.id, change)
+            job = self.store.update(job_id, change)
         except JobNotFound:
-            self._remove_if_deleted(job.id)
+            self._remove_if_deleted(job_id)
             return
         if job.status != SUCCEEDED:
             for path in written.values():
