@@ -116,6 +116,15 @@ def compare_with(values: Mapping[str, str]) -> dict[str, Any] | None:
     return {"name": name, "version": VERSION.parse(version) if version else None}
 
 
+def _compare_entry(compare: dict[str, Any] | None, prepare: Preparer | None) -> dict[str, Any] | None:
+    """The job's second model with its label map, so the report scores it on its own labels too (a
+    category it never predicts then counts, with AP 0, as it does for the first model)."""
+    if compare is None or prepare is None or len(prepare.models) < 2:
+        return compare
+    labels = prepare.models[1].labels
+    return {**compare, "labels": {str(class_id): label for class_id, label in labels.items()}}
+
+
 def _model_facts(gateway: Any, name: str, version: int | None) -> ModelFacts:
     """The labels and kind of a model to evaluate; an unknown model or version is a 404 here, while
     a model server that is away leaves the kind to be found when predicting."""
@@ -188,7 +197,7 @@ def start_job() -> Job:
             owner=owner(),
             labels=labels,
             limits=limits,
-            compare=form.compare,
+            compare=_compare_entry(form.compare, prepare),
             evaluation={"operating_score": form.operating_score} if kind == EVALUATE else None,
             prepare=prepare,
             probe=probe,

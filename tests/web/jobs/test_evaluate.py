@@ -151,6 +151,9 @@ def test_an_evaluate_job_reports_cocoeval_numbers_and_compares_two_models(
     skipped = {item["file"]: item["reason"] for item in job["skipped"]}
     assert "images/not-labelled.jpg" in skipped and "dataset" in skipped["images/not-labelled.jpg"]
     assert "annotations/instances_val.json" not in skipped  # the dataset itself is not a skipped picture
+    # The second model is scored on its own label map too (kept with the job, as the first one's is).
+    stored = json.loads((Path(serving["JOBS_FOLDER"]) / job["id"] / "job.json").read_text())
+    assert stored["compare"]["labels"] == client.get("/api/v1/models/mg_uint8/labels").get_json()
 
     start_worker(workers, serving)
     done, _ = wait_ended(client, job["id"])

@@ -258,7 +258,19 @@ def _categories(file: str, raw: Any) -> list[Category]:
     twice = [str(i) for i, n in ids.items() if n > 1]
     if twice:
         raise ArchiveError(f"{file}: category id {', '.join(twice)} appears twice in `categories`")
+    _check_unique_names(file, categories)
     return categories
+
+
+def _check_unique_names(where: str, categories: list[Category]) -> None:
+    """Categories meet labels by name (case-insensitive), so two with one name cannot both be scored."""
+    names = Counter(c.name.casefold() for c in categories)
+    twice = sorted(c.name for c in categories if names[c.name.casefold()] > 1)
+    if twice:
+        raise ArchiveError(
+            f"{where}: the category names {', '.join(repr(n) for n in twice[:6])} differ only in case or "
+            "not at all; give every category its own name"
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -351,6 +363,7 @@ def _read_image_folder(listing: Archive) -> tuple[Dataset, Archive]:
     categories = [Category(int(name) if name.isdigit() else index, name) for index, name in enumerate(names)]
     if len({c.id for c in categories}) != len(categories):  # numeric folder names clash with indexes
         categories = [Category(index, name) for index, name in enumerate(names)]
+    _check_unique_names("the class folders", categories)
     id_of = {c.name: c.id for c in categories}
     labels = {path: id_of[name] for path, name in classes.items()}
     images = [{"id": number, "file_name": path} for number, path in enumerate(sorted(labels), 1)]

@@ -85,7 +85,8 @@ def finish_evaluation(assembly: Assembly) -> dict[str, Path]:
     score = float(job.evaluation.get("operating_score", 0.5))
     runs = [(job.model, first, job.labels)]
     if job.compare:
-        runs.append((job.compare, second, {}))
+        known = {int(k): str(v) for k, v in (job.compare.get("labels") or {}).items()}
+        runs.append((job.compare, second, known))
     evaluations: list[ModelEvaluation] = []
     entries: list[dict[str, Any]] = []
     for model, predictions, known in runs:

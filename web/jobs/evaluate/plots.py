@@ -26,6 +26,13 @@ SUFFIXES = ("", "_compare")
 PLOTS = ("pr_curves", "thresholds", "scores", "confusion")  # detection; classifiers: confusion only
 
 
+def _text(name: object) -> str:
+    """A name as matplotlib shows it literally: `$` would start mathtext (and fail the job on a bad
+    formula), a leading `_` would hide a legend entry."""
+    text = str(name).replace("$", r"\$")
+    return f" {text}" if text.startswith("_") else text
+
+
 def plot_name(plot: str, model: int) -> str:
     """The result file name of one model's plot: `pr_curves.png`, `pr_curves_compare.png`, ..."""
     return f"{plot}{SUFFIXES[model]}.png"
@@ -54,7 +61,7 @@ def _pr_curves(entry: Mapping[str, Any], title: str) -> Figure:
             [p for _, p in points],
             linewidth=1.2 if named else 0.6,
             alpha=0.9 if named else 0.4,
-            label=name if named else None,
+            label=_text(name) if named else None,
         )
     mean = [(r, p) for r, p in zip(recall, curve["all"], strict=True) if p is not None]
     if mean:
@@ -62,7 +69,7 @@ def _pr_curves(entry: Mapping[str, Any], title: str) -> Figure:
             [r for r, _ in mean], [p for _, p in mean], color="black", linewidth=2.6, label="all classes"
         )
     axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
-    axes.set_title(f"{title}: precision-recall at IoU 0.5")
+    axes.set_title(f"{_text(title)}: precision-recall at IoU 0.5")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize="small")
     return figure
@@ -85,7 +92,7 @@ def _thresholds(entry: Mapping[str, Any], title: str, operating: float) -> Figur
         operating, color="#666666", linestyle="--", linewidth=1, label=f"operating score {operating:g}"
     )
     axes.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="score threshold (min_score)", ylabel="value")
-    axes.set_title(f"{title}: precision, recall and F1 by threshold")
+    axes.set_title(f"{_text(title)}: precision, recall and F1 by threshold")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize="small")
     return figure
@@ -116,7 +123,7 @@ def _scores(entry: Mapping[str, Any], title: str) -> Figure:
         label="false positives",
     )
     axes.set(xlim=(0, 1), xlabel="score", ylabel="predictions")
-    axes.set_title(f"{title}: scores of true and false positives (IoU 0.5)")
+    axes.set_title(f"{_text(title)}: scores of true and false positives (IoU 0.5)")
     axes.legend(fontsize="small")
     return figure
 
@@ -130,10 +137,12 @@ def _confusion(
     axes = figure.add_subplot()
     image = axes.imshow(matrix, cmap="Blues")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(len(columns)), labels=columns, rotation=60, ha="right", fontsize="small")
-    axes.set_yticks(range(len(rows)), labels=rows, fontsize="small")
+    axes.set_xticks(
+        range(len(columns)), labels=[_text(c) for c in columns], rotation=60, ha="right", fontsize="small"
+    )
+    axes.set_yticks(range(len(rows)), labels=[_text(r) for r in rows], fontsize="small")
     axes.set(xlabel="predicted", ylabel="ground truth")
-    axes.set_title(f"{title}: confusion matrix")
+    axes.set_title(f"{_text(title)}: confusion matrix")
     if len(columns) <= ANNOTATED_CELLS:
         peak = max((max(row) for row in matrix if row), default=0)
         for i, row in enumerate(matrix):
@@ -150,10 +159,11 @@ def _deltas(comparison: Mapping[str, Any]) -> Figure:
     figure = Figure(figsize=(6.4, max(2.5, 0.28 * len(rows) + 1.2)))
     axes = figure.add_subplot()
     colours = ["#2ea043" if row["delta"] >= 0 else "#da3633" for row in rows]
-    axes.barh([row["name"] for row in rows], [row["delta"] for row in rows], color=colours)
+    axes.barh(range(len(rows)), [row["delta"] for row in rows], color=colours)
+    axes.set_yticks(range(len(rows)), labels=[_text(row["name"]) for row in rows])
     axes.axvline(0, color="black", linewidth=0.8)
     first, second = comparison["models"]
-    axes.set(xlabel=f"{second} minus {first}")
+    axes.set(xlabel=f"{_text(second)} minus {_text(first)}")
     axes.set_title("per-class change")
     axes.grid(axis="x", alpha=0.3)
     return figure
