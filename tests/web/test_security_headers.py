@@ -64,7 +64,7 @@ def test_pages_have_no_inline_script_or_style(offline_app: Flask) -> None:
     ids = [store.save(solid(64, 48), "jpg", solid(64, 48), "jpg", p) for p in (detections, classes)]
     pages = {
         path: client.get(path)
-        for path in ("/", "/results", "/docs", "/no/such", *(f"/results/{i}" for i in ids))
+        for path in ("/", "/results", "/live", "/docs", "/no/such", *(f"/results/{i}" for i in ids))
     }
     for path, response in pages.items():
         html = response.get_data(as_text=True)

@@ -53,7 +53,14 @@ PUBLIC_ENDPOINTS = frozenset(
 # The job form (views.jobs_submit) is not here: its body is streamed to disk, so the view checks
 # its token (sent in the query string) before reading it.
 FORM_ENDPOINTS = frozenset(
-    {"views.submit", "views.job_cancel", "views.job_delete", "auth.login", "auth.logout"}
+    {
+        "views.submit",
+        "views.live_predict",
+        "views.job_cancel",
+        "views.job_delete",
+        "auth.login",
+        "auth.logout",
+    }
 )
 BROWSER_ENDPOINT_PREFIXES = ("views.", "auth.")
 API_PREFIXES = ("/api/", "/swagger.json", "/docs", "/swaggerui/")

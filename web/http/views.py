@@ -38,7 +38,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from web.domain import Box, Classification, Detection, Mask
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
 from web.http.auth import CSRF_FIELD, check_origin, check_token, owner
-from web.http.errors import describe, error_response
+from web.http.errors import describe, error_body, error_response
 from web.http.jobs import (
     COMPARE_FIELD,
     JobMissing,
@@ -50,7 +50,7 @@ from web.http.jobs import (
 )
 from web.jobs.archives import ArchiveError
 from web.jobs.store import RESULT_URL, JobNotFound
-from web.options import BY_NAME, PREDICT_OPTIONS, PredictOptions
+from web.options import BY_NAME, MIN_SCORE, PREDICT_OPTIONS, PredictOptions
 from web.pipeline import images
 from web.pipeline.compare import mark_only, pair_detections
 from web.pipeline.images import EXTENSIONS, SUPPORTED
@@ -339,6 +339,43 @@ def result(result_id: str):
         image=prediction.get("image") or {},
         timings=prediction.get("timings_ms") or {},
     )
+
+
+LIVE_MAX_SIDE = 640  # live.js sends frames scaled to this, so a frame is a small JPEG
+
+
+@bp.get("/live")
+def live():
+    """The browser's camera, frames sent one at a time to the model, boxes drawn over the video."""
+    models, models_notice = _model_choices()
+    return render_template(
+        "live.html",
+        models=models,
+        models_notice=models_notice,
+        min_score=MIN_SCORE.form_default(),
+        limits=_limits,
+        max_side=LIVE_MAX_SIDE,
+    )
+
+
+@bp.post("/live/predict")
+def live_predict():
+    """One camera frame (multipart `image`, `model`, `min_score`, the page's CSRF token): the
+    prediction JSON. A page endpoint, so the sign-in session is enough (the API takes keys only)."""
+    try:
+        model = (request.form.get("model") or "").strip()
+        if not model:
+            raise BadRequest("choose a model")
+        image = _read_upload(request.files.get("image"), "frame")
+        if image is None:
+            raise BadRequest("no frame: send the camera frame as the multipart field 'image'")
+        options = PredictOptions.from_mapping({MIN_SCORE.name: request.form.get(MIN_SCORE.name, "")})
+        gateway = _gateway()
+        prediction = gateway.run(gateway.open(model, [(None, image)], options=options))[0]
+    except (GatewayError, RequestEntityTooLarge) as exc:
+        status, message = describe(exc)
+        return jsonify(error_body(status, message)), status
+    return jsonify(prediction.to_dict())
 
 
 @bp.get("/results")
