@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,27 +48,38 @@ class RunningGateway:
     output_folder: Path
 
 
+def demo_config(demo_model_server: str, root: Path, **extra: str) -> dict[str, str]:
+    """A gateway's settings for the demo models, its folders under `root`, plus `extra`."""
+    return {
+        "TF_SERVING_ADDRESS": demo_model_server,
+        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
+        "UPLOAD_FOLDER": str(root / "upload_folder"),
+        "OUTPUT_FOLDER": str(root / "output"),
+        **extra,
+    }
+
+
+@contextmanager
+def serving_app(app: Any) -> Iterator[str]:
+    """`app` served over real HTTP (Werkzeug, threaded) on a loopback port; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="gateway-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     from web import create_app
 
     root = tmp_path_factory.mktemp("browser_gateway")
-    upload, output = root / "upload_folder", root / "output"
-    app = create_app({
-        "TF_SERVING_ADDRESS": demo_model_server,
-        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
-        "UPLOAD_FOLDER": str(upload),
-        "OUTPUT_FOLDER": str(output),
-    })
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="gateway-http", daemon=True)
-    thread.start()
-    try:
-        yield RunningGateway(f"http://127.0.0.1:{server.server_port}", upload, output)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving_app(create_app(demo_config(demo_model_server, root))) as url:
+        yield RunningGateway(url, root / "upload_folder", root / "output")
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,15 @@ the cancel and delete buttons work, and no page meets a Content-Security-Policy 
 from __future__ import annotations
 
 import json
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
 
 from demo.synthetic import encode_jpeg, generate_image, write_coco_dataset
-from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage
+from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, demo_config, serving_app
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers
 from web.jobs.config import JobSettings
@@ -53,24 +51,15 @@ def serving(demo_model_server: str, tmp_path: Path) -> dict[str, str]:
 def keyed_gateway(serving: dict[str, str], tmp_path: Path) -> Iterator[str]:
     from web import create_app
 
-    app = create_app(
-        {
-            **serving,
-            "UPLOAD_FOLDER": str(tmp_path / "upload_folder"),
-            "OUTPUT_FOLDER": str(tmp_path / "output"),
-            "API_KEYS": KEY,
-            "SECRET_KEY": "jobs-browser-session-secret",
-        }
+    config = demo_config(
+        serving["TF_SERVING_ADDRESS"],
+        tmp_path,
+        **serving,
+        API_KEYS=KEY,
+        SECRET_KEY="jobs-browser-session-secret",
     )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving_app(create_app(config)) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -8,18 +8,22 @@ camera at all gets the page's own message instead.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from werkzeug.serving import make_server
 
 from demo.synthetic import generate_image
-from tests.browser.conftest import CHROMIUM_ARGS, SCREENSHOT_DIR, BrowserPage, chromium_executable
-from tests.support.model_server import REPO_ROOT
+from tests.browser.conftest import (
+    CHROMIUM_ARGS,
+    SCREENSHOT_DIR,
+    BrowserPage,
+    chromium_executable,
+    demo_config,
+    serving_app,
+)
 
 KEY = "live-camera-key"
 WIDTH, HEIGHT, FRAMES = 640, 480, 40
@@ -59,25 +63,9 @@ def keyed_gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFacto
     from web import create_app
 
     root = tmp_path_factory.mktemp("live_gateway")
-    app = create_app(
-        {
-            "TF_SERVING_ADDRESS": demo_model_server,
-            "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
-            "UPLOAD_FOLDER": str(root / "upload"),
-            "OUTPUT_FOLDER": str(root / "output"),
-            "API_KEYS": KEY,
-            "SECRET_KEY": "live-camera-session-secret",
-        }
-    )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    config = demo_config(demo_model_server, root, API_KEYS=KEY, SECRET_KEY="live-camera-session-secret")
+    with serving_app(create_app(config)) as url:
+        yield url
 
 
 def sign_in(page, base: str) -> None:
@@ -89,45 +77,43 @@ def sign_in(page, base: str) -> None:
 
 
 def test_the_live_page_names_the_shapes_the_camera_shows(
-    keyed_gateway: str, camera_file: tuple[Path, set[str]]
+    keyed_gateway: str, camera_file: tuple[Path, set[str]], browser
 ) -> None:
     path, truth = camera_file
-    from playwright.sync_api import sync_playwright
-
     camera_args = [
         "--use-fake-ui-for-media-stream",  # grants the camera as a user clicking "Allow" would
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={path}",
     ]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_executable(), args=[*CHROMIUM_ARGS, *camera_args], timeout=60_000
-        )
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(60_000)
-            page = context.new_page()
-            page.add_init_script(RECORD_VIOLATIONS)
-            sign_in(page, keyed_gateway)
-            page.select_option("#live-model", "shapes")
-            page.click("#live-start")
-            page.wait_for_function("() => Number(document.getElementById('live-frames').textContent) >= 5")
-            shown = page.locator("#live-detections li").all_inner_texts()
-            labels = {text.rsplit(" ", 1)[0].casefold() for text in shown}
-            assert labels and labels <= {"circle", "square", "triangle"}, shown
-            assert labels & truth, (shown, truth)  # the shapes in the picture, by name
-            assert float(page.locator("#live-fps").inner_text()) > 0
-            assert int(page.locator("#live-latency").inner_text()) > 0
-            assert page.locator("#live-error").is_hidden() and page.locator("#live-start").is_hidden()
-            assert page.evaluate("() => document.getElementById('live-video').videoWidth") == WIDTH
-            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT_DIR / "live.png"), full_page=True)
-            page.click("#live-stop")
-            assert page.locator("#live-stage").is_hidden() and page.locator("#live-start").is_visible()
-            assert page.evaluate("() => window.__csp") == []
-            context.close()
-        finally:
-            browser.close()
+    # A Chromium of its own (the camera is a launch flag), from the session's Playwright.
+    camera_browser = browser.browser_type.launch(
+        executable_path=chromium_executable(), args=[*CHROMIUM_ARGS, *camera_args], timeout=60_000
+    )
+    try:
+        context = camera_browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(60_000)
+        page = context.new_page()
+        page.add_init_script(RECORD_VIOLATIONS)
+        sign_in(page, keyed_gateway)
+        page.select_option("#live-model", "shapes")
+        page.click("#live-start")
+        page.wait_for_function("() => Number(document.getElementById('live-frames').textContent) >= 5")
+        shown = page.locator("#live-detections li").all_inner_texts()
+        labels = {text.rsplit(" ", 1)[0].casefold() for text in shown}
+        assert labels and labels <= {"circle", "square", "triangle"}, shown
+        assert labels & truth, (shown, truth)  # the shapes in the picture, by name
+        assert float(page.locator("#live-fps").inner_text()) > 0
+        assert int(page.locator("#live-latency").inner_text()) > 0
+        assert page.locator("#live-error").is_hidden() and page.locator("#live-start").is_hidden()
+        assert page.evaluate("() => document.getElementById('live-video').videoWidth") == WIDTH
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / "live.png"), full_page=True)
+        page.click("#live-stop")
+        assert page.locator("#live-stage").is_hidden() and page.locator("#live-start").is_visible()
+        assert page.evaluate("() => window.__csp") == []
+        context.close()
+    finally:
+        camera_browser.close()
 
 
 def test_without_a_camera_the_page_says_so(keyed_gateway: str, browser_page: BrowserPage) -> None:

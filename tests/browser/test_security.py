@@ -4,19 +4,15 @@ from another site."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 from demo.synthetic import encode_jpeg, generate_image
-from tests.browser.conftest import BrowserPage, RunningGateway
-from tests.support.model_server import REPO_ROOT
+from tests.browser.conftest import BrowserPage, RunningGateway, demo_config, serving_app
 
 KEY = "browser-test-key"
 # Every CSP violation the page meets is kept where the test can read it.
@@ -67,34 +63,14 @@ def test_upload_and_result_pages_meet_no_violation(
     assert violations(page) == []
 
 
-@contextmanager
-def _serving(app) -> Iterator[str]:
-    """`app` on a loopback port in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
 @pytest.fixture()
 def keyed_gateway(demo_model_server: str, tmp_path: Path) -> Iterator[str]:
     from web import create_app
 
     app = create_app(
-        {
-            "TF_SERVING_ADDRESS": demo_model_server,
-            "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
-            "UPLOAD_FOLDER": str(tmp_path / "upload_folder"),
-            "OUTPUT_FOLDER": str(tmp_path / "output"),
-            "API_KEYS": KEY,
-            "SECRET_KEY": "browser-test-session-secret",
-        }
+        demo_config(demo_model_server, tmp_path, API_KEYS=KEY, SECRET_KEY="browser-test-session-secret")
     )
-    with _serving(app) as url:
+    with serving_app(app) as url:
         yield url
 
 
@@ -110,7 +86,7 @@ def other_site(keyed_gateway: str) -> Iterator[str]:
     def app(environ, start_response):
         return Response(html, mimetype="text/html")(environ, start_response)
 
-    with _serving(app) as url:
+    with serving_app(app) as url:
         yield url
 
 
