@@ -2,18 +2,22 @@
 
 A box of one model is paired with the other's best unpaired box of the same label (case-insensitive)
 overlapping it by IoU >= `PAIR_IOU`, highest scores first, as COCOeval pairs detections with ground
-truth. What stays unpaired is marked on the drawn picture (a thick magenta frame) and listed.
+truth (`pair_boxes`, which an evaluation's disagreements use too). What stays unpaired is marked on
+the drawn picture (a thick magenta frame) and listed.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, ImageDraw
 
-from web.domain import Box, Detection
+from web.domain import Detection
 from web.pipeline.render import _caption, _font, _scales
+from web.reading.adapters.nms import box_iou
 
 PAIR_IOU = 0.5
 ONLY_COLOUR = (200, 30, 200)
@@ -29,39 +33,46 @@ class Pairing:
     only_second: list[int] = field(default_factory=list)
 
 
-def iou(a: Box, b: Box) -> float:
-    width = min(a.xmax, b.xmax) - max(a.xmin, b.xmin)
-    height = min(a.ymax, b.ymax) - max(a.ymin, b.ymin)
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
+Item = tuple[Hashable, Sequence[float], float]  # (what must agree, (xmin, ymin, xmax, ymax), score)
 
 
-def pair_detections(first: list[Detection], second: list[Detection], threshold: float = PAIR_IOU) -> Pairing:
-    """Greedy pairing by score, same label, best IoU at or over `threshold`."""
-    order = sorted(range(len(first)), key=lambda i: -first[i].score)
-    free = set(range(len(second)))
+def pair_boxes(first: Sequence[Item], second: Sequence[Item], threshold: float = PAIR_IOU) -> Pairing:
+    """Pair two lists of boxes one-to-one, `first`'s best scores first: each takes the unpaired box of
+    `second` with the same key and the highest IoU at or over `threshold` (on a tie, the better score).
+    The upload page's comparison and an evaluation's disagreements both pair this way."""
+    order = sorted(range(len(second)), key=lambda j: -second[j][2])
+    keys = np.array([second[j][0] for j in order], dtype=object)
+    boxes = np.array([second[j][1] for j in order], dtype=np.float64).reshape(-1, 4)
+    free = np.ones(len(order), dtype=bool)
     pairs: list[tuple[int, int]] = []
-    for i in order:
-        label = first[i].label.casefold()
-        best, best_iou = None, threshold
-        for j in free:
-            if second[j].label.casefold() != label:
-                continue
-            overlap = iou(first[i].box, second[j].box)
-            if overlap > best_iou or (best is None and overlap >= threshold):
-                best, best_iou = j, overlap
-        if best is not None:
-            pairs.append((i, best))
-            free.discard(best)
+    for i in sorted(range(len(first)), key=lambda i: -first[i][2]):
+        if not free.any():
+            break
+        key, box, _ = first[i]
+        overlap = box_iou(np.asarray(box, dtype=np.float64), boxes)
+        eligible = free & (keys == key) & (overlap >= threshold)
+        if eligible.any():
+            k = int(np.argmax(np.where(eligible, overlap, -1.0)))
+            free[k] = False
+            pairs.append((i, order[k]))
     paired_first = {i for i, _ in pairs}
     return Pairing(
         pairs=sorted(pairs),
         only_first=[i for i in range(len(first)) if i not in paired_first],
-        only_second=sorted(free),
+        only_second=sorted(order[k] for k in np.flatnonzero(free)),
     )
+
+
+def pair_detections(first: list[Detection], second: list[Detection], threshold: float = PAIR_IOU) -> Pairing:
+    """Two models' detections on one picture, paired by label (case-insensitive) and IoU."""
+
+    def items(detections: list[Detection]) -> list[Item]:
+        return [
+            (d.label.casefold(), (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax), d.score)
+            for d in detections
+        ]
+
+    return pair_boxes(items(first), items(second), threshold)
 
 
 def mark_only(drawn: bytes, detections: list[Detection], only: list[int]) -> bytes:

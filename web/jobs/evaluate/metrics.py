@@ -24,6 +24,7 @@ from pycocotools.cocoeval import COCOeval
 
 from web.jobs.evaluate.dataset import Dataset
 from web.jobs.evaluate.matching import Matching
+from web.pipeline.compare import pair_boxes
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 MATCH_IOU = 0.5
@@ -459,21 +460,13 @@ def disagreements(
 
 
 def _unpaired(a: list, b: list) -> tuple[list, list]:
-    a = sorted(a, key=lambda d: -d[2])
-    b = sorted(b, key=lambda d: -d[2])
-    used = [False] * len(b)
-    alone_a = []
-    ious = mask_utils.iou([d[1] for d in a], [d[1] for d in b], [0] * len(b)) if a and b else None
-    for i, (category, _box, _score) in enumerate(a):
-        best, best_iou = -1, MATCH_IOU
-        for j, other in enumerate(b):
-            if not used[j] and other[0] == category and ious is not None and ious[i][j] >= best_iou:
-                best, best_iou = j, ious[i][j]
-        if best >= 0:
-            used[best] = True
-        else:
-            alone_a.append(a[i])
-    return alone_a, [d for j, d in enumerate(b) if not used[j]]
+    """The detections (category, [x, y, w, h], score) of each model that the other has no pair for."""
+
+    def items(found: list) -> list:
+        return [(category, (x, y, x + w, y + h), score) for category, (x, y, w, h), score in found]
+
+    pairing = pair_boxes(items(a), items(b), MATCH_IOU)
+    return [a[i] for i in pairing.only_first], [b[j] for j in pairing.only_second]
 
 
 def deltas(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
