@@ -14,26 +14,22 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
+from web.pipeline import images
 from web.pipeline.render import _caption, _font, _scales
 
 GALLERY_SIDE = 720
 JPEG_QUALITY = 85
-_ORIENTATION = 0x0112  # the EXIF tag
+# Every picture drawn was decoded under MAX_IMAGE_PIXELS when it was predicted; this bound only keeps
+# inspect_image's own size check (which needs one) from refusing it here.
+DRAWN_MAX_PIXELS = 2**31
 COLOURS: dict[str, tuple[int, int, int]] = {
     "truth": (46, 160, 67),  # ground truth a prediction found
     "miss": (247, 129, 0),  # ground truth nothing found at the operating score
     "hit": (31, 111, 235),  # a prediction that matched a ground-truth box
     "false_positive": (218, 54, 51),  # a prediction that matched nothing
     "only": (200, 30, 200),  # side by side: found by this model and not by the other
-}
-LEGEND = {
-    "truth": "ground truth, found",
-    "miss": "ground truth, missed",
-    "hit": "prediction, correct",
-    "false_positive": "prediction, false positive",
-    "only": "found by this model only",
 }
 
 
@@ -49,21 +45,19 @@ class Mark:
 
 
 def _open(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
-    """The picture upright, decoded small where JPEG allows, and its full upright size (the boxes')."""
-    with Image.open(io.BytesIO(data)) as opened:
-        width, height = opened.size
-        if opened.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):  # turned by 90 degrees
-            width, height = height, width
-        opened.draft("RGB", (GALLERY_SIDE, GALLERY_SIDE))
-        image = ImageOps.exif_transpose(opened.convert("RGB") if opened.mode != "RGB" else opened)
-        image.load()
-    return image, (width, height)
+    """The picture upright at gallery size, decoded as the pipeline decodes it (JPEGs scaled while
+    decoding, EXIF orientation applied), and its full upright size: the boxes' coordinates."""
+    info = images.inspect_image(data, max_pixels=DRAWN_MAX_PIXELS, complete=False)
+    scale = min(1.0, GALLERY_SIDE / max(info.width, info.height))
+    size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+    return images.decode_image(data, info, size=size, strict=False), (info.width, info.height)
 
 
-def _panel(data: bytes, marks: Sequence[Mark], title: str | None = None) -> Image.Image:
-    image, (width, height) = _open(data)
-    image.thumbnail((GALLERY_SIDE, GALLERY_SIDE))
-    sx, sy = image.size[0] / max(width, 1), image.size[1] / max(height, 1)
+def _panel(
+    image: Image.Image, full: tuple[int, int], marks: Sequence[Mark], title: str | None = None
+) -> Image.Image:
+    """`image` (drawn on in place) with the marks, whose boxes are in pixels of the `full` size."""
+    sx, sy = image.size[0] / max(full[0], 1), image.size[1] / max(full[1], 1)
     line, font_size = _scales(*image.size)
     font = _font(font_size)
     draw = ImageDraw.Draw(image)
@@ -90,14 +84,15 @@ def _jpeg(image: Image.Image) -> bytes:
 
 def draw_picture(data: bytes, marks: Sequence[Mark]) -> bytes:
     """One gallery picture as JPEG: the ground truth and the predictions, each in its colour."""
-    return _jpeg(_panel(data, marks))
+    return _jpeg(_panel(*_open(data), marks))
 
 
 def draw_side_by_side(
     data: bytes, left: Sequence[Mark], right: Sequence[Mark], titles: tuple[str, str]
 ) -> bytes:
     """The same picture twice, one model's predictions on each side, their titles in the corner."""
-    a, b = _panel(data, left, titles[0]), _panel(data, right, titles[1])
+    image, full = _open(data)  # decoded once, drawn twice
+    a, b = _panel(image.copy(), full, left, titles[0]), _panel(image, full, right, titles[1])
     gap = max(4, a.size[0] // 100)
     both = Image.new("RGB", (a.size[0] + gap + b.size[0], max(a.size[1], b.size[1])), (255, 255, 255))
     both.paste(a, (0, 0))
