@@ -832,12 +832,20 @@ def run_job(
     poll_s: float = JOB_POLL_S,
 ) -> int:
     """Upload, wait, download; the exit status (0 done, 1 the job gave no results, 2 refused, 130 Ctrl-C)."""
+    return _run_and_download(request, progress, stdout, stderr, poll_s)[0]
+
+
+def _run_and_download(
+    request: JobRequest, progress: bool | None, stdout: TextIO, stderr: TextIO, poll_s: float
+) -> tuple[int, Path | None]:
+    """What `job` and `evaluate` both do: upload, follow, download; the exit status and the folder
+    the results went to (None when nothing was downloaded)."""
     client = JobClient(request.url, request.api_key, request.request_timeout_s)
     display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
     job = _follow_job(request, client, display, stdout, stderr, poll_s)
     if isinstance(job, int):
-        return job
-    return _save_results(client, job, request, display, stdout, stderr)[0]
+        return job, None
+    return _save_results(client, job, request, display, stdout, stderr)
 
 
 BOX_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -957,12 +965,7 @@ def run_evaluate(
 ) -> int:
     """Upload the dataset as an evaluate job, wait, download the report, print its tables; the exit
     status as for `job` (0 done, 1 the job gave no report, 2 refused, 130 Ctrl-C)."""
-    client = JobClient(request.url, request.api_key, request.request_timeout_s)
-    display = JobProgress(stderr, stderr.isatty() if progress is None else progress)
-    job = _follow_job(request, client, display, stdout, stderr, poll_s)
-    if isinstance(job, int):
-        return job
-    code, folder = _save_results(client, job, request, display, stdout, stderr)
+    code, folder = _run_and_download(request, progress, stdout, stderr, poll_s)
     report_path = None if folder is None else folder / "report.json"
     if report_path is None or not report_path.is_file():
         return code or 1
