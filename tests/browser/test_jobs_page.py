@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demo.synthetic import encode_jpeg, generate_image, write_coco_dataset
+from demo.synthetic import encode_jpeg, generate_image
 from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, demo_config, serving_app
+from tests.support.datasets import demo_coco_zip
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers
 from web.jobs.config import JobSettings
@@ -234,14 +235,7 @@ IMAGES_LOADED = (
 @pytest.fixture()
 def labelled_set(tmp_path: Path) -> Path:
     """The demo's kind of labelled set: synthetic photos, COCO boxes and RLE masks."""
-    folder = tmp_path / "set"
-    annotations = write_coco_dataset(folder, EVAL_PICTURES, 777)
-    path = tmp_path / "labelled.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.write(annotations, "annotations.json")
-        for picture in sorted((folder / "images").iterdir()):
-            zf.write(picture, f"images/{picture.name}")
-    return path
+    return demo_coco_zip(tmp_path, EVAL_PICTURES, 777)
 
 
 def threshold_row(page, model: int) -> dict[str, str]:

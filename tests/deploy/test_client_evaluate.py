@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from demo.synthetic import write_coco_dataset
+from tests.support.datasets import demo_coco_zip
 from tests.support.gunicorn_gateway import running_gateway
 from tests.support.model_server import REPO_ROOT
 from tests.web.helpers import solid
@@ -50,13 +50,7 @@ def gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("labelled")
-    annotations = write_coco_dataset(folder / "set", PICTURES, 4242)
-    path = folder / "labelled.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.write(annotations, "annotations/instances_val.json")  # the usual COCO layout
-        for picture in sorted((folder / "set" / "images").iterdir()):
-            zf.write(picture, f"images/{picture.name}")
-    return path
+    return demo_coco_zip(folder, PICTURES, 4242, "annotations/instances_val.json")  # the usual COCO layout
 
 
 def evaluate(*args: str | Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from demo.digits import generate_digit
 from demo.synthetic import encode_jpeg, generate_image
+from tests.support.datasets import demo_coco_zip
 from tests.support.forms import flask_csrf_token
 from tests.support.gunicorn_gateway import running_gateway
 from tests.support.model_server import REPO_ROOT
@@ -320,18 +321,6 @@ def test_the_form_under_gunicorn(tmp_path: Path, serving) -> None:
     assert [p.name for p in job_folders(serving)] == [job_id]
 
 
-def coco_zip(tmp_path: Path, count: int, seed: int) -> bytes:
-    """The demo's own held-out style set: synthetic photos with exact COCO boxes and RLE masks."""
-    from demo.synthetic import write_coco_dataset
-
-    folder = tmp_path / "set"
-    annotations = write_coco_dataset(folder, count, seed)
-    entries = {"annotations.json": annotations.read_bytes()}
-    for path in sorted((folder / "images").iterdir()):
-        entries[f"images/{path.name}"] = path.read_bytes()
-    return zip_of(entries)
-
-
 def test_an_evaluation_from_the_form_scores_the_demo_detector(
     tmp_path: Path, serving, workers: Workers
 ) -> None:
@@ -343,7 +332,7 @@ def test_an_evaluation_from_the_form_scores_the_demo_detector(
     token = flask_csrf_token(client, "/jobs")
     started = post_form(
         client,
-        coco_zip(tmp_path, 12, seed=777),
+        demo_coco_zip(tmp_path, 12, seed=777).read_bytes(),
         token,
         kind="evaluate",
         min_score="0",
