@@ -73,6 +73,15 @@ def serving_app(app: Any) -> Iterator[str]:
         server.server_close()
 
 
+def sign_in(page: Any, base: str, path: str, key: str) -> None:
+    """Open `path` on a gateway with API keys: sent to sign in, signed in with `key`, back on `path`."""
+    page.goto(f"{base}{path}")
+    assert "/login?next=" in page.url
+    page.fill("#key", key)
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}{path}")
+
+
 @pytest.fixture(scope="module")
 def gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     from web import create_app

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from demo.synthetic import encode_jpeg, generate_image
-from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, demo_config, serving_app
+from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, demo_config, serving_app, sign_in
 from tests.support.datasets import demo_coco_zip
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers
@@ -107,11 +107,7 @@ def test_jobs_from_the_form_with_live_progress_results_thumbnails_cancel_and_del
 ) -> None:
     page = browser_page.page
     page.add_init_script(RECORD_VIOLATIONS)
-    page.goto(f"{keyed_gateway}/jobs")
-    assert "/login?next=" in page.url
-    page.fill("#key", KEY)
-    page.click("#sign-in")
-    page.wait_for_url(f"{keyed_gateway}/jobs")
+    sign_in(page, keyed_gateway, "/jobs", KEY)
     assert page.locator("#no-jobs").is_visible()
 
     # A job started with no worker running waits, queued, on its page.
@@ -198,10 +194,7 @@ def test_a_refused_zip_comes_back_with_the_message_and_the_choices_made(
 ) -> None:
     page = browser_page.page
     page.add_init_script(RECORD_VIOLATIONS)
-    page.goto(f"{keyed_gateway}/login?next=/jobs")
-    page.fill("#key", KEY)
-    page.click("#sign-in")
-    page.wait_for_url(f"{keyed_gateway}/jobs")
+    sign_in(page, keyed_gateway, "/jobs", KEY)
     not_a_zip = tmp_path / "pictures.zip"
     not_a_zip.write_bytes(b"these bytes are not a zip archive")
     page.select_option("#model", "digits")
@@ -252,10 +245,7 @@ def test_an_evaluation_report_page_plots_slider_and_worst_pictures(
 ) -> None:
     page = browser_page.page
     page.add_init_script(RECORD_VIOLATIONS)
-    page.goto(f"{keyed_gateway}/jobs")
-    page.fill("#key", KEY)
-    page.click("#sign-in")
-    page.wait_for_url(f"{keyed_gateway}/jobs")
+    sign_in(page, keyed_gateway, "/jobs", KEY)
 
     page.select_option("#model", "shapes")
     page.check("#kind-evaluate")

@@ -23,6 +23,7 @@ from tests.browser.conftest import (
     chromium_executable,
     demo_config,
     serving_app,
+    sign_in,
 )
 
 KEY = "live-camera-key"
@@ -68,14 +69,6 @@ def keyed_gateway(demo_model_server: str, tmp_path_factory: pytest.TempPathFacto
         yield url
 
 
-def sign_in(page, base: str) -> None:
-    page.goto(f"{base}/live")
-    assert "/login?next=" in page.url
-    page.fill("#key", KEY)
-    page.click("#sign-in")
-    page.wait_for_url(f"{base}/live")
-
-
 def test_the_live_page_names_the_shapes_the_camera_shows(
     keyed_gateway: str, camera_file: tuple[Path, set[str]], browser
 ) -> None:
@@ -94,7 +87,7 @@ def test_the_live_page_names_the_shapes_the_camera_shows(
         context.set_default_timeout(60_000)
         page = context.new_page()
         page.add_init_script(RECORD_VIOLATIONS)
-        sign_in(page, keyed_gateway)
+        sign_in(page, keyed_gateway, "/live", KEY)
         page.select_option("#live-model", "shapes")
         page.click("#live-start")
         page.wait_for_function("() => Number(document.getElementById('live-frames').textContent) >= 5")
@@ -118,7 +111,7 @@ def test_the_live_page_names_the_shapes_the_camera_shows(
 
 def test_without_a_camera_the_page_says_so(keyed_gateway: str, browser_page: BrowserPage) -> None:
     page = browser_page.page
-    sign_in(page, keyed_gateway)
+    sign_in(page, keyed_gateway, "/live", KEY)
     page.click("#live-start")
     error = page.locator("#live-error")
     error.wait_for(state="visible")
@@ -128,7 +121,7 @@ def test_without_a_camera_the_page_says_so(keyed_gateway: str, browser_page: Bro
 
 def test_a_frame_without_the_page_token_is_refused(keyed_gateway: str, browser_page: BrowserPage) -> None:
     page = browser_page.page
-    sign_in(page, keyed_gateway)
+    sign_in(page, keyed_gateway, "/live", KEY)
     answer = page.request.post(
         f"{keyed_gateway}/live/predict",
         multipart={"model": "shapes", "image": {"name": "f.jpg", "mimeType": "image/jpeg", "buffer": b"x"}},
