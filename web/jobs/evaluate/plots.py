@@ -23,7 +23,6 @@ DPI = 110
 CURVES_NAMED = 10  # per-class curves with a legend entry; more classes are drawn thin and unnamed
 ANNOTATED_CELLS = 20  # confusion matrices up to this many classes print their counts
 SUFFIXES = ("", "_compare")
-PLOTS = ("pr_curves", "thresholds", "scores", "confusion")  # detection; classifiers: confusion only
 
 
 def _text(name: object) -> str:
