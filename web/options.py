@@ -211,8 +211,29 @@ FORMAT = Option(
     enum=("jpeg", "png"),
     aliases={"jpg": "jpeg"},
 )
+FPS = Option(
+    name="fps",
+    type=float,
+    help="video jobs: analyse at most this many frames per second (default: every frame, up to "
+    "MAX_VIDEO_FRAMES); the annotated video keeps every frame, drawn with the latest detections",
+    minimum=0.0,
+    maximum=240.0,
+    exclusive_minimum=True,
+    step=0.1,
+)
+TRACK = Option(
+    name="track",
+    type=bool,
+    help="video jobs: follow objects across frames (ByteTrack): a stable track_id per detection, "
+    "drawn as ids and trails, and one summary per track",
+    default=False,
+)
 PREDICT_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
-BY_NAME = {option.name: option for option in (*PREDICT_OPTIONS, STORE, PICTURE, FORMAT, OPERATING_SCORE)}
+VIDEO_OPTIONS: tuple[Option, ...] = (FPS, TRACK)
+BY_NAME = {
+    option.name: option
+    for option in (*PREDICT_OPTIONS, STORE, PICTURE, FORMAT, OPERATING_SCORE, *VIDEO_OPTIONS)
+}
 
 
 def parse_flag(option: Option, text: str | None) -> bool:

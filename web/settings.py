@@ -50,6 +50,10 @@ class Settings:
     max_job_upload_bytes: int = 2 * GIB
     max_job_pictures: int = 10_000
     jobs_disk_budget_bytes: int = 20 * GIB
+    max_video_bytes: int = 1 * GIB
+    max_video_duration_s: float = 3600.0
+    max_video_frames: int = 100_000
+    max_video_pixels: int = 4096 * 2160
     # JOBS_FOLDER, JOB_QUEUE_URL and the JOB_* tuning of the workers (web/jobs/config.py)
     jobs: JobSettings = field(default_factory=JobSettings)
 
@@ -220,4 +224,8 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "MAX_JOB_UPLOAD_BYTES": ("max_job_upload_bytes", _positive_int),
     "MAX_JOB_PICTURES": ("max_job_pictures", _positive_int),
     "JOBS_DISK_BUDGET_BYTES": ("jobs_disk_budget_bytes", _positive_int),
+    "MAX_VIDEO_BYTES": ("max_video_bytes", _positive_int),
+    "MAX_VIDEO_DURATION_S": ("max_video_duration_s", _positive_float),
+    "MAX_VIDEO_FRAMES": ("max_video_frames", _positive_int),
+    "MAX_VIDEO_PIXELS": ("max_video_pixels", _positive_int),
 }

@@ -37,14 +37,23 @@ from web.jobs.archives import ArchiveError, ArchiveLimits, ArchiveTooLarge
 from web.jobs.evaluate.prepare import ModelFacts, Preparer
 from web.jobs.queue import JobQueue
 from web.jobs.store import STATUSES, TERMINAL, Job, JobNotFound, parse_iso
-from web.options import MIN_SCORE, OPERATING_SCORE, VERSION, PredictOptions
+from web.options import (
+    FPS,
+    MIN_SCORE,
+    OPERATING_SCORE,
+    TRACK,
+    VERSION,
+    VIDEO_OPTIONS,
+    PredictOptions,
+    parse_flag,
+)
 
 ns = Namespace("jobs", description="Jobs over many pictures: a zip in, progress, and results for every tool")
 ARCHIVE_FIELD = "archive"
 VIDEO_FIELD = "video"
 COMPARE_FIELD = "compare_with"
 PREDICT, EVALUATE, VIDEO = "predict", "evaluate", "video"
-AVAILABLE_KINDS = (PREDICT, EVALUATE)  # VIDEO joins when web.jobs.video is in
+AVAILABLE_KINDS = (PREDICT, EVALUATE, VIDEO)
 MAX_OPTION_BYTES = 1024
 
 
@@ -80,6 +89,7 @@ class JobForm:
     kind: str
     compare: dict[str, Any] | None = None  # evaluate: the second model {"name", "version"}
     operating_score: float = OPERATING_SCORE.default
+    video: dict[str, Any] | None = None  # video: {"fps": float | None, "track": bool}
 
 
 def _form_options(fields: MultiDict[str, str]) -> JobForm:
@@ -92,11 +102,20 @@ def _form_options(fields: MultiDict[str, str]) -> JobForm:
     kind = (values.get("kind") or PREDICT).strip().lower()
     if kind not in AVAILABLE_KINDS:
         raise BadRequest(f"kind {kind[:40]!r} is not available: kind must be {' or '.join(AVAILABLE_KINDS)}")
+    if kind != VIDEO:
+        for option in VIDEO_OPTIONS:
+            if (values.get(option.name) or "").strip():
+                raise BadRequest(f"{option.name} is for kind=video jobs only")
     if kind != EVALUATE:
         for name in (COMPARE_FIELD, OPERATING_SCORE.name):
             if (values.get(name) or "").strip():
                 raise BadRequest(f"{name} is for kind=evaluate jobs only")
-        return JobForm(model, PredictOptions.from_mapping(values), kind)
+        video = None
+        if kind == VIDEO:
+            text = (values.get(FPS.name) or "").strip()
+            fps = FPS.parse(text) if text else None
+            video = {"fps": fps, "track": parse_flag(TRACK, values.get(TRACK.name))}
+        return JobForm(model, PredictOptions.from_mapping(values), kind, video=video)
     if not (values.get(MIN_SCORE.name) or "").strip():
         values[MIN_SCORE.name] = "0"  # COCO's protocol: every detection counts towards AP
     text = (values.get(OPERATING_SCORE.name) or "").strip()
@@ -172,7 +191,7 @@ def start_job() -> Job:
         if kind == VIDEO:
             from web.jobs.video.probe import VideoProbe  # PyAV is loaded only by video uploads
 
-            probe = VideoProbe.from_settings(settings)
+            probe = VideoProbe.from_settings(settings, fps=form.video["fps"])
         if kind == EVALUATE:
             models = [_model_facts(gateway, model, options.version)]
             if form.compare:
@@ -188,6 +207,8 @@ def start_job() -> Job:
             max_pictures=settings.max_job_pictures, max_entry_bytes=settings.max_content_length
         )
         option_values = {k: v for k, v in options.to_dict().items() if k != "version" and v is not None}
+        if form.video is not None:
+            option_values.update({k: v for k, v in form.video.items() if v is not None})
         job = queue.create(
             model=model,
             archive=path,
@@ -222,7 +243,7 @@ ERROR_STATUSES = {
     401: "no or wrong API key (only when API_KEYS is set)",
     404: "no such job (or another key's), or no such model",
     409: "the job has already ended",
-    413: "upload over MAX_JOB_UPLOAD_BYTES, or too many pictures (MAX_JOB_PICTURES)",
+    413: "upload over MAX_JOB_UPLOAD_BYTES, too many pictures (MAX_JOB_PICTURES), or a video over its limits",
     415: "not a multipart/form-data upload",
     507: "the jobs' disk budget (JOBS_DISK_BUDGET_BYTES) would be exceeded",
 }
@@ -238,10 +259,18 @@ UPLOAD_PARAMS = {
     ARCHIVE_FIELD: {
         "in": "formData",
         "type": "file",
-        "required": True,
-        "description": "a .zip of pictures (JPEG, PNG, WebP, BMP, GIF, TIFF), any folder depth",
+        "required": False,
+        "description": "a .zip of pictures (JPEG, PNG, WebP, BMP, GIF, TIFF), any folder depth "
+        "(kind=evaluate: a labelled dataset); every kind but video needs it",
     },
-    "kind": {"in": "formData", "type": "string", "enum": ["predict"], "default": "predict"},
+    VIDEO_FIELD: {
+        "in": "formData",
+        "type": "file",
+        "required": False,
+        "description": "kind=video instead of `archive`: an MP4, MOV, WebM, MKV or AVI video "
+        "(MAX_VIDEO_BYTES, MAX_VIDEO_DURATION_S, MAX_VIDEO_PIXELS per frame)",
+    },
+    "kind": {"in": "formData", "type": "string", "enum": list(AVAILABLE_KINDS), "default": "predict"},
 }
 
 
@@ -249,7 +278,7 @@ def _upload_params() -> dict[str, Any]:
     from web import options as declared
 
     params = dict(UPLOAD_PARAMS)
-    for option in declared.PREDICT_OPTIONS:
+    for option in (*declared.PREDICT_OPTIONS, *declared.VIDEO_OPTIONS):
         params[option.name] = {**option.openapi(), "in": "formData"}
     return params
 
@@ -260,7 +289,8 @@ class JobList(Resource):
     @ns.response(202, "the job, queued (Location: its URL)", schemas.job)
     @_errors(400, 401, 404, 413, 415, 507)
     def post(self) -> Response:
-        """Start a job: predict every picture of a zip with a model; results for every annotation tool."""
+        """Start a job: predict every picture of a zip (results for every annotation tool), evaluate a
+        model on a labelled zip, or annotate a video (kind=video: frames.jsonl and the annotated video)."""
         job = start_job()
         response = jsonify(job_json(job))
         response.status_code = 202

@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from flask import (
     Blueprint,
     Response,
@@ -30,12 +29,10 @@ from flask import (
     url_for,
 )
 from markupsafe import Markup, escape
-from PIL import Image
 from pycocotools import mask as mask_utils
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from web.domain import Box, Classification, Detection, Mask
 from web.errors import BadRequest, GatewayError, InsufficientStorage, ResultNotFound
 from web.http.auth import CSRF_FIELD, check_origin, check_token, owner
 from web.http.errors import describe, error_body, error_response
@@ -54,7 +51,7 @@ from web.options import BY_NAME, MIN_SCORE, PREDICT_OPTIONS, PredictOptions
 from web.pipeline import images
 from web.pipeline.compare import mark_only, pair_detections
 from web.pipeline.images import EXTENSIONS, SUPPORTED
-from web.pipeline.render import class_color, render_prediction
+from web.pipeline.render import class_color, detections_from_json, render_prediction
 from web.pipeline.request import display_name
 from web.reading.catalog import ModelSummary
 from web.reading.label_maps import PBTXT_SUFFIXES, parse_label_map
@@ -606,37 +603,6 @@ def _draw_thumbnail(data: bytes, record: dict[str, Any]) -> bytes:
         picture = images.decode_image(data, info, size=size, strict=False)
     if picture.size != size:
         picture = picture.resize(size)
-    shown = record.get("image") or {}
-    sx = size[0] / max(1, int(shown.get("width") or info.width))
-    sy = size[1] / max(1, int(shown.get("height") or info.height))
-    detections = []
-    for det in record.get("detections") or []:
-        box = det.get("box") or {}
-        mask = None
-        rle = det.get("mask")
-        if isinstance(rle, dict) and "counts" in rle and "size" in rle:
-            full = mask_utils.decode({"size": list(rle["size"]), "counts": rle["counts"]})
-            small = Image.fromarray(full * 255).resize(size, Image.Resampling.NEAREST)
-            mask = Mask(size=(size[1], size[0]), top=0, left=0, patch=np.asarray(small) > 127)
-        detections.append(
-            Detection(
-                class_id=int(det.get("class_id") or 0),
-                label=str(det.get("label", "")),
-                score=float(det.get("score", 0.0)),
-                box=Box(
-                    float(box.get("xmin", 0)) * sx,
-                    float(box.get("ymin", 0)) * sy,
-                    float(box.get("xmax", 0)) * sx,
-                    float(box.get("ymax", 0)) * sy,
-                ),
-                mask=mask,
-            )
-        )
-    classes = record.get("classes")
-    if classes is not None:
-        classes = [
-            Classification(int(c.get("class_id") or 0), str(c.get("label", "")), float(c.get("score", 0.0)))
-            for c in classes
-        ]
+    detections, classes = detections_from_json(record, size)
     drawn = render_prediction(picture, detections, classes, in_place=True)
     return images.encode_image(drawn, RENDER_FORMAT, quality=85)

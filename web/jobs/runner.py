@@ -518,8 +518,15 @@ def finish_evaluation(assembly: Assembly) -> Mapping[str, Path]:
     return finish(assembly)
 
 
+def stream_video(stream: Stream) -> Mapping[str, Path]:
+    """The video job's streamer (web.jobs.video, with PyAV, imported when a worker first runs one)."""
+    from web.jobs.video.job import run_video
+
+    return run_video(stream)
+
+
 FINISHERS: dict[str, Finisher] = {"predict": export_predictions, "evaluate": finish_evaluation}
-STREAMERS: dict[str, Streamer] = {}  # kind -> streamer; web.jobs.video adds "video"
+STREAMERS: dict[str, Streamer] = {"video": stream_video}
 
 
 # -- recovering lost work ------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ Line width and font size follow the image size so the drawing is readable on a t
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from pycocotools import mask as mask_utils
 
-from web.domain import Classification, Detection
+from web.domain import Box, Classification, Detection, Mask
 
 MASK_ALPHA = 0.45
 _GOLDEN = 0.618033988749895
@@ -125,3 +128,54 @@ def render_prediction(
         )
         y += font_size * 1.4
     return out
+
+
+def detections_from_json(
+    record: Mapping[str, Any], size: tuple[int, int]
+) -> tuple[list[Detection], list[Classification] | None]:
+    """A prediction JSON's detections (boxes, RLE masks) and classes, scaled from the picture it
+    describes (its `image` width and height) to `size` (width, height): what a stored answer needs to
+    be drawn again, on a thumbnail or on a video frame. Masks keep only the patch under their box."""
+    shown = record.get("image") or {}
+    width, height = size
+    sx = width / max(1, int(shown.get("width") or width))
+    sy = height / max(1, int(shown.get("height") or height))
+    detections = []
+    for det in record.get("detections") or []:
+        box = det.get("box") or {}
+        scaled = Box(
+            float(box.get("xmin", 0)) * sx,
+            float(box.get("ymin", 0)) * sy,
+            float(box.get("xmax", 0)) * sx,
+            float(box.get("ymax", 0)) * sy,
+        )
+        detections.append(
+            Detection(
+                class_id=int(det.get("class_id") or 0),
+                label=str(det.get("label", "")),
+                score=float(det.get("score", 0.0)),
+                box=scaled,
+                mask=_mask_from_rle(det.get("mask"), size, scaled),
+            )
+        )
+    classes = record.get("classes")
+    if classes is not None:
+        classes = [
+            Classification(int(c.get("class_id") or 0), str(c.get("label", "")), float(c.get("score", 0.0)))
+            for c in classes
+        ]
+    return detections, classes
+
+
+def _mask_from_rle(rle: Any, size: tuple[int, int], box: Box) -> Mask | None:
+    if not (isinstance(rle, dict) and "counts" in rle and "size" in rle):
+        return None
+    full = mask_utils.decode({"size": list(rle["size"]), "counts": rle["counts"]})
+    if full.shape[::-1] != size:
+        full = np.asarray(Image.fromarray(full * 255).resize(size, Image.Resampling.NEAREST)) > 127
+    width, height = size
+    left, top = max(0, int(box.xmin)), max(0, int(box.ymin))
+    right, bottom = min(width, int(np.ceil(box.xmax)) + 1), min(height, int(np.ceil(box.ymax)) + 1)
+    if right <= left or bottom <= top:  # a mask without a box around it: keep it whole
+        left, top, right, bottom = 0, 0, width, height
+    return Mask(size=(height, width), top=top, left=left, patch=full[top:bottom, left:right].astype(bool))
