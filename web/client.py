@@ -17,6 +17,10 @@ written around the file in 1 MiB pieces, never read whole), the job's progress i
 a second and drawn on stderr, and its result files are downloaded into DIR. Ctrl-C while waiting
 cancels the job on the server.
 
+    python -m web.client video MODEL clip.mp4 --out DIR [--fps N] [--track]
+
+runs a video job the same way: the annotated video, frames.jsonl and summary.json land in DIR.
+
 Why stdlib only: the client ships inside the gateway package and is useful on any machine with
 Python 3.11, so it must not need ``requests`` (not in requirements/web.txt) or anything else to be
 installed; multipart bodies are encoded by hand. The options it sends are checked against the
@@ -37,6 +41,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import dataclasses
 import http.client
 import json
 import mimetypes
@@ -54,6 +59,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from web.options import (
+    FPS,
     IOU_THRESHOLD,
     MAX_DETECTIONS,
     MIN_SCORE,
@@ -445,18 +451,23 @@ class JobClient:
         archive: Path,
         fields: dict[str, str],
         on_sent: Callable[[int, int], None] | None = None,
+        file_field: str = "archive",
     ) -> dict[str, Any]:
-        """``POST /api/v1/jobs`` with `archive` streamed from disk; the job JSON of the 202 answer."""
+        """``POST /api/v1/jobs`` with `archive` (a zip, or with file_field="video" a video) streamed
+        from disk; the job JSON of the 202 answer."""
         boundary = f"----web-client-{uuid.uuid4().hex}"
         values = {"model": model, **fields}
         head = b"".join(_form_field(boundary, name, value) for name, value in values.items())
         safe_name = "".join(
             c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in archive.name
         )
+        content_type = "application/zip" if file_field == "archive" else (
+            mimetypes.guess_type(archive.name)[0] or "application/octet-stream"
+        )
         head += (
             f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="archive"; filename="{safe_name}"\r\n'
-            "Content-Type: application/zip\r\n\r\n"
+            f'Content-Disposition: form-data; name="{file_field}"; filename="{safe_name}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
         ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
         size = archive.stat().st_size
@@ -542,6 +553,11 @@ def _job_json(body: bytes) -> dict[str, Any]:
     return job
 
 
+def _unit(job: dict[str, Any]) -> str:
+    """What a job's progress counts: a video job's analysed frames, the others' pictures."""
+    return "frames" if job.get("kind") == "video" else "pictures"
+
+
 def _progress_of(job: dict[str, Any]) -> tuple[int, int]:
     progress = job.get("progress") or {}
     return int(progress.get("done") or 0), int(progress.get("total") or 0)
@@ -612,7 +628,7 @@ class JobProgress:
         filled = width * done // total if total else (width if complete else 0)
         percent = 100 * done // total if total else (100 if complete else 0)
         rate = self.rate(job)
-        speed = f", {rate:.1f} pictures/s" if rate is not None else ""
+        speed = f", {rate:.1f} {_unit(job)}/s" if rate is not None else ""
         bar = f"[{'#' * filled}{'.' * (width - filled)}]"
         return f"{bar} {done}/{total} {percent}% {job.get('status')}{speed}"
 
@@ -725,6 +741,7 @@ class JobRequest:
     api_key: str | None = None
     timeout_s: float = DEFAULT_JOB_TIMEOUT_S
     request_timeout_s: float = DEFAULT_TIMEOUT_S
+    file_field: str = "archive"  # "video" for a video job
 
 
 def _follow_job(
@@ -745,7 +762,13 @@ def _follow_job(
         return code
 
     try:
-        job = client.submit(request.model, request.archive, request.fields, on_sent=display.upload)
+        job = client.submit(
+            request.model,
+            request.archive,
+            request.fields,
+            on_sent=display.upload,
+            file_field=request.file_field,
+        )
     except (ApiError, GatewayUnreachable) as exc:
         local = isinstance(exc, ApiError) and not exc.status  # found here, not said by the gateway
         return fail(f"error: {exc.message}" if local else f"error: {exc}", 2)
@@ -753,7 +776,8 @@ def _follow_job(
         return fail("interrupted during the upload: no job was started", 130)
     display.clear()
     job_id = job["id"]
-    print(f"job {job_id} {job.get('status')}: {_progress_of(job)[1]} pictures", file=stdout, flush=True)
+    unit = _unit(job)
+    print(f"job {job_id} {job.get('status')}: {_progress_of(job)[1]} {unit}", file=stdout, flush=True)
     try:
         job = wait_for_job(client, job, request.timeout_s, display, poll_s)
     except KeyboardInterrupt:
@@ -775,8 +799,8 @@ def _follow_job(
     status = job.get("status")
     if status != "succeeded":
         reason = job.get("error") or "no reason given"
-        return fail(f"error: job {job_id} {status} after {done} of {total} pictures: {reason}", 1)
-    print(f"job {job_id} succeeded: {done} of {total} pictures done, {len(skipped)} skipped", file=stdout)
+        return fail(f"error: job {job_id} {status} after {done} of {total} {unit}: {reason}", 1)
+    print(f"job {job_id} succeeded: {done} of {total} {unit} done, {len(skipped)} skipped", file=stdout)
     for item in skipped[:SKIPPED_SHOWN]:
         print(f"  skipped {item.get('file')}: {item.get('reason')}", file=stdout)
     if len(skipped) > SKIPPED_SHOWN:
@@ -988,6 +1012,7 @@ def run_evaluate(
 # The request options the client sends, as the server declares them (name, type, bounds, help).
 CHECKED_OPTIONS: tuple[Option, ...] = (MIN_SCORE, MAX_DETECTIONS, IOU_THRESHOLD, VERSION, VERSION_LABEL)
 EVALUATE_OPTIONS: tuple[Option, ...] = (*CHECKED_OPTIONS, OPERATING_SCORE)
+VIDEO_JOB_OPTIONS: tuple[Option, ...] = (*CHECKED_OPTIONS, FPS)
 # What an evaluate job takes when the option is not sent (the jobs API's own default for evaluate jobs).
 EVALUATE_DEFAULTS = {MIN_SCORE.name: 0.0}
 
@@ -1089,6 +1114,24 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_video_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m web.client video",
+        description="Annotate a video on the gateway: upload it (MP4, MOV, WebM, MKV or AVI) as a video "
+        "job, follow its progress, and download frames.jsonl (the detections of every analysed frame), "
+        "the annotated video (boxes, masks, labels and, with --track, ids and trails drawn; sound kept) "
+        "and summary.json into DIR. Ctrl-C while waiting cancels the job.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="model name, as listed by GET /api/v1/models")
+    parser.add_argument("archive", type=Path, metavar="VIDEO", help="the video file")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the result files")
+    parser.add_argument(
+        "--track", action="store_true", help="follow objects across frames: a track_id per detection"
+    )
+    _add_job_arguments(parser, VIDEO_JOB_OPTIONS)
+    return parser
+
+
 def _add_job_arguments(
     parser: argparse.ArgumentParser, options: Sequence[Option], defaults: dict[str, object] | None = None
 ) -> None:
@@ -1153,7 +1196,7 @@ def _job_request(
         with args.archive.open("rb"):
             pass
     except OSError as exc:
-        parser.error(f"{args.archive}: cannot read the archive: {exc.strerror or exc}")
+        parser.error(f"{args.archive}: cannot read the file: {exc.strerror or exc}")
     if not args.archive.is_file():
         parser.error(f"{args.archive}: not a file")
     if args.out is not None:
@@ -1176,6 +1219,19 @@ def _job_request(
         timeout_s=args.timeout,
         request_timeout_s=args.request_timeout,
     )
+
+
+def video_main(argv: Sequence[str]) -> int:
+    """``python -m web.client video MODEL clip.mp4 --out DIR [--fps N] [--track]``."""
+    parser = build_video_parser()
+    args = parser.parse_args(argv)
+    extra = {"kind": "video", **({"track": "true"} if args.track else {})}
+    request = dataclasses.replace(_job_request(parser, args, VIDEO_JOB_OPTIONS, extra), file_field="video")
+    try:
+        return run_job(request, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def job_main(argv: Sequence[str]) -> int:
@@ -1215,6 +1271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return job_main(argv[1:])
     if argv[:1] == ["evaluate"]:  # likewise ./evaluate
         return evaluate_main(argv[1:])
+    if argv[:1] == ["video"]:  # likewise ./video
+        return video_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_common(parser, args)

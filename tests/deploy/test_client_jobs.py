@@ -261,7 +261,7 @@ def test_an_unknown_model_and_bad_options_exit_2(stack: Stack, archive: Path, tm
     bad = run_job(MODEL, archive, "--out", tmp_path / "out", "--url", stack.url, "--min-score", "1.5")
     assert bad.returncode == 2 and "--min-score must be a number between 0 and 1, got 1.5" in bad.stderr
     missing = run_job(MODEL, tmp_path / "absent.zip", "--out", tmp_path / "out", "--url", stack.url)
-    assert missing.returncode == 2 and "cannot read the archive" in missing.stderr
+    assert missing.returncode == 2 and "cannot read the file" in missing.stderr
 
 
 # Runs a command and reports its peak RSS. A process's peak from wait4 counts what it had at fork time,

@@ -52,11 +52,13 @@ def shapes_video(
     """Write `frames` frames of demo shapes sliding `step` pixels right per frame; `audio` names an audio
     codec ("aac", "pcm_s16le", "libopus") for a sine tone alongside, None for no audio track."""
     width, height = size
-    pixels, found = generate_image(np.random.default_rng(seed), width, height, min_shapes=shapes, max_shapes=shapes)
+    rng = np.random.default_rng(seed)
+    pixels, found = generate_image(rng, width, height, min_shapes=shapes, max_shapes=shapes)
     with av.open(str(path), mode="w", format=container) as out:
         video = out.add_stream(codec, rate=fps)
         video.width, video.height = width, height
         video.pix_fmt = "yuv420p" if codec != "mjpeg" else "yuvj420p"
+        video.bit_rate = 8_000_000  # close to the pictures: what a camera would record, not a thumbnail
         sound = None
         if audio is not None:
             sound = out.add_stream(audio, rate=48000 if audio == "libopus" else 44100)

@@ -186,10 +186,12 @@ class _StreamedParts(_Parts):
         self.file_name: str | None = None
         self.file_bytes = 0
         self._sink: IO[bytes] | None = None
+        self._unused = False  # a form's file input left empty (no file name): its part is ignored
 
     def _headers_finished(self) -> None:
         super()._headers_finished()
-        if not self._is_file:
+        self._unused = self._is_file and not self._filename
+        if not self._is_file or self._unused:
             return
         expected = " or ".join(f"'{name}'" for name in self.file_fields)
         if self._name not in self.file_fields:
@@ -201,6 +203,8 @@ class _StreamedParts(_Parts):
         self._sink = open(self.dest, "xb")  # noqa: SIM115 - closed in _end (or by receive_file on errors)
 
     def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._unused:
+            return
         if self._sink is None:
             super()._data(data, start, end)
             return
@@ -208,6 +212,9 @@ class _StreamedParts(_Parts):
         self._sink.write(data[start:end])
 
     def _end(self) -> None:
+        if self._unused:
+            self._unused = False
+            return
         if self._sink is None:
             super()._end()
             return

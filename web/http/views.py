@@ -439,9 +439,11 @@ def result_original(result_id: str):
 # routes, never the API: a signed-in browser session may only read the API (web/http/auth.py).
 
 REPORT_FILE = "report.json"  # an evaluate job's report, shown on its page
+VIDEO_SUMMARY_FILE = "summary.json"  # a video job's timeline, top frames and tracks, shown on its page
 JOB_THUMBNAILS = 8  # the job page shows the first pictures of a succeeded job, drawn
 THUMB_SIZE = 320  # the longer side of a thumbnail, in pixels
 ZIP_ACCEPT = ".zip,application/zip,application/x-zip-compressed"
+VIDEO_ACCEPT = ".mp4,.m4v,.mov,.webm,.mkv,.avi,video/*"
 
 
 def _job_queue() -> Any:
@@ -462,6 +464,9 @@ def _render_jobs(error: str | None = None, status: int = 200, values: dict[str, 
             form=form,
             error=error,
             zip_accept=ZIP_ACCEPT,
+            video_accept=VIDEO_ACCEPT,
+            max_video_mb=_megabytes(min(settings.max_video_bytes, settings.max_job_upload_bytes)),
+            max_video_minutes=f"{settings.max_video_duration_s / 60:g}",
             max_job_upload_mb=_megabytes(settings.max_job_upload_bytes),
             max_job_pictures=settings.max_job_pictures,
             limits=_limits,
@@ -508,6 +513,8 @@ def job(job_id: str):
     return render_template(
         "job.html",
         job=shown,
+        video_summary=_result_json(found, "video", VIDEO_SUMMARY_FILE),
+        class_color=class_color,
         thumbnails=_thumbnail_count(found),
         report=report,
         plots=[name for name in (report or {}).get("plots", ()) if name in shown["results"]],
@@ -517,10 +524,15 @@ def job(job_id: str):
 
 def _evaluation_report(found: Any) -> dict[str, Any] | None:
     """A succeeded evaluate job's report.json (its page shows the report), else None."""
-    if found.kind != "evaluate" or REPORT_FILE not in found.results:
+    return _result_json(found, "evaluate", REPORT_FILE)
+
+
+def _result_json(found: Any, kind: str, name: str) -> dict[str, Any] | None:
+    """A succeeded job's JSON result `name` when the job is of `kind` (its page shows it), else None."""
+    if found.kind != kind or name not in found.results:
         return None
     try:
-        with open(_job_queue().store.result_path(found.id, REPORT_FILE), encoding="utf-8") as stream:
+        with open(_job_queue().store.result_path(found.id, name), encoding="utf-8") as stream:
             return json.load(stream)
     except (OSError, ValueError, JobNotFound):
         return None

@@ -123,8 +123,8 @@ class VideoProbe:
             container = av.open(str(video), mode="r", metadata_errors="ignore")
         except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
             raise ArchiveError(
-                f"not a video FFmpeg can read ({_reason(error)}): send {ACCEPTED} (H.264, H.265, VP8, VP9, "
-                "AV1, MPEG-4 and other common codecs)"
+                f"not a video FFmpeg can read ({_reason(error)}): the file is damaged or truncated, or not a "
+                f"video; send {ACCEPTED} (H.264, H.265, VP8, VP9, AV1, MPEG-4 and other common codecs)"
             ) from None
         with container:
             kind = CONTAINERS.get(container.format.name)
@@ -150,6 +150,12 @@ class VideoProbe:
             times = self._frame_times(container, stream, kind)
             if not times:
                 raise ArchiveError(f"the {kind} file's video stream holds no frames")
+            listed = int(stream.frames or 0)  # the container's index, where it has one (MP4, AVI)
+            if listed and len(times) < listed:
+                raise ArchiveError(
+                    f"the {kind} file is truncated: its index lists {listed} frames, {len(times)} are there; "
+                    "send the whole file again"
+                )
             self._check_first_frame(container, stream, kind)
             duration = max(times) - min(times) + 1 / float(rate)
             if duration > self.max_duration_s:

@@ -42,6 +42,9 @@ VP9 = Output(
 )  # fmt: skip
 
 
+STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
 def choose_output() -> Output:
     """H.264 when this FFmpeg can encode it (PyAV's wheels can), else VP9."""
     return H264 if H264.codec in av.codecs_available else VP9
@@ -79,7 +82,8 @@ class AnnotatedWriter:
         if self.output.audio_codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
             rate = 48000
         self.audio = self.container.add_stream(self.output.audio_codec, rate=rate)
-        layout = source.codec_context.layout.name if source.codec_context.layout else "stereo"
+        channels = source.codec_context.layout.nb_channels if source.codec_context.layout else 2
+        layout = STANDARD_LAYOUTS.get(channels, "stereo")  # "1 channels" (no order) is not an encoder's
         self.audio.layout = layout
         self._copy = False
         self._resampler = av.AudioResampler(format=self.audio.format.name, layout=layout, rate=rate)
