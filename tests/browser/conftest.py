@@ -20,6 +20,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.support.model_server import REPO_ROOT
+from tests.web.jobs.queue_helpers import Workers
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -124,3 +125,40 @@ def browser_page(browser) -> Iterator[BrowserPage]:
         yield tab
     finally:
         context.close()
+
+
+# The jobs pages' tests (jobs, evaluation reports, video jobs): a keyed gateway and real workers.
+JOBS_KEY = "jobs-browser-key"
+
+
+@pytest.fixture()
+def serving(demo_model_server: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "TF_SERVING_ADDRESS": demo_model_server,
+        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
+        "JOBS_FOLDER": str(tmp_path / "jobs"),
+        "JOB_QUEUE_POLL_S": "0.1",
+        "JOB_CHUNK_SIZE": "3",
+    }
+
+
+@pytest.fixture()
+def keyed_gateway(serving: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    from web import create_app
+
+    config = demo_config(
+        serving["TF_SERVING_ADDRESS"],
+        tmp_path,
+        **serving,
+        API_KEYS=JOBS_KEY,
+        SECRET_KEY="jobs-browser-session-secret",
+    )
+    with serving_app(create_app(config)) as url:
+        yield url
+
+
+@pytest.fixture()
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(tmp_path)
+    yield pool
+    pool.stop_all()

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from demo.synthetic import encode_jpeg, generate_image
-from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, demo_config, serving_app, sign_in
+from tests.browser.conftest import JOBS_KEY as KEY
+from tests.browser.conftest import SCREENSHOT_DIR, BrowserPage, sign_in
 from tests.support.datasets import demo_coco_zip
-from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers
 from web.jobs.config import JobSettings
 from web.jobs.exporters import RESULT_FILES
 
-KEY = "jobs-browser-key"
 PICTURES = 12
 RECORD_VIOLATIONS = """
 window.__csp = [];
@@ -35,39 +33,6 @@ THUMBNAILS_LOADED = (
     "() => { const imgs = [...document.querySelectorAll('#job-thumbnails img')];"
     " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.length; }"
 )
-
-
-@pytest.fixture()
-def serving(demo_model_server: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "TF_SERVING_ADDRESS": demo_model_server,
-        "MODEL_CONFIG_FILE": str(REPO_ROOT / "tf_server" / "models.config"),
-        "JOBS_FOLDER": str(tmp_path / "jobs"),
-        "JOB_QUEUE_POLL_S": "0.1",
-        "JOB_CHUNK_SIZE": "3",
-    }
-
-
-@pytest.fixture()
-def keyed_gateway(serving: dict[str, str], tmp_path: Path) -> Iterator[str]:
-    from web import create_app
-
-    config = demo_config(
-        serving["TF_SERVING_ADDRESS"],
-        tmp_path,
-        **serving,
-        API_KEYS=KEY,
-        SECRET_KEY="jobs-browser-session-secret",
-    )
-    with serving_app(create_app(config)) as url:
-        yield url
-
-
-@pytest.fixture()
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(tmp_path)
-    yield pool
-    pool.stop_all()
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ class, the frames with most detections, and the tracks; written as summary.json 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter
 from typing import Any
 
@@ -19,7 +20,7 @@ class Summary:
     def __init__(self, facts: VideoFacts) -> None:
         self.facts = facts
         self.bin_s = max(facts.duration_s / TIMELINE_BINS, 1 / max(facts.fps, 1e-3))
-        self.bins = max(1, min(TIMELINE_BINS, int(facts.duration_s / self.bin_s) + 1))
+        self.bins = max(1, min(TIMELINE_BINS, math.ceil(facts.duration_s / self.bin_s - 1e-6)))
         self.timeline: dict[str, list[int]] = {}  # label -> most of that label in one frame, per bin
         self.class_ids: dict[str, int] = {}
         self.totals: Counter = Counter()
@@ -29,7 +30,7 @@ class Summary:
     def add(self, frame: int, time_s: float, detections: list[dict[str, Any]]) -> None:
         self.analysed += 1
         labels = Counter(str(d.get("label", "")) for d in detections)
-        column = min(self.bins - 1, max(0, int(time_s / self.bin_s)))
+        column = min(self.bins - 1, max(0, int(time_s / self.bin_s + 1e-6)))
         for label, count in labels.items():
             row = self.timeline.setdefault(label, [0] * self.bins)
             row[column] = max(row[column], count)
