@@ -57,12 +57,15 @@ protos: venv
 # Gateway against direct gRPC, a minimal forwarder and the hand-written tutorial pattern, in shared and
 # pinned CPU modes, cross-checked with wrk (Debian's, installed when missing); writes
 # bench/results/latest.{json,md}. BENCH_ARGS="--quick" for a smoke run. Then a predict job's
-# throughput against direct gRPC and a worker's memory over 2,000 pictures (bench/results/jobs-*).
+# throughput against direct gRPC and a worker's memory over 2,000 pictures (bench/results/jobs-*), and
+# the same for a video job: frames/s against direct gRPC, RSS over 2,000 frames (bench/results/video-*).
 bench: venv
 	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
 	$(PY) -m bench $(BENCH_ARGS)
 	$(PY) -m bench.jobs --mode shared
 	$(PY) -m bench.jobs --mode pinned --memory-pictures 0
+	$(PY) -m bench.video --mode pinned
+	$(PY) -m bench.video --mode shared --memory-frames 0
 
 # A minute of mixed good and bad uploads (errors, worker RSS), then model-server restarts (recovery
 # time); writes bench/results/soak.{json,md}. SOAK_ARGS="--duration 600" for a longer one.

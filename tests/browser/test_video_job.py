@@ -9,8 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from demo.videos import shapes_video
 from tests.browser.conftest import JOBS_KEY, SCREENSHOT_DIR, BrowserPage, sign_in
-from tests.support.videos import shapes_video
 from tests.web.jobs.queue_helpers import Workers
 from web.jobs.config import JobSettings
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import requests
 
+from demo.videos import ShapesVideo, shapes_video
 from tests.browser.conftest import serving_app
 from tests.support.model_server import REPO_ROOT
-from tests.support.videos import ShapesVideo, shapes_video
 from tests.web.jobs.queue_helpers import Workers, wait_for
 from web.jobs.config import JobSettings
 

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from tests.support.videos import shapes_video
+from demo.videos import shapes_video
 from web.jobs.archives import ArchiveError, ArchiveTooLarge
 from web.jobs.video.probe import FACTS_FILE, Sampler, VideoFacts, VideoProbe, sample_rate
 

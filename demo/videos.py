@@ -1,5 +1,6 @@
-"""Test videos of demo shapes that move by a known step per frame, written with PyAV (the binding the
-video jobs decode with), in any container and codec the tests need, with or without an audio track."""
+"""Videos of demo shapes that move by a known step per frame, written with PyAV (the binding the video
+jobs decode with), in any container and codec, with or without a sound track: the clips the video jobs'
+tests, `python -m bench.video` and the README's picture are made of (nothing is downloaded)."""
 
 from __future__ import annotations
 
