@@ -4,6 +4,7 @@ tests, `python -m bench.video` and the README's picture are made of (nothing is 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -98,3 +99,16 @@ def _tone(out: av.container.OutputContainer, sound: av.AudioStream, done: int, u
             out.mux(packet)
         done += chunk
     return done
+
+
+def rotate_mp4(path: Path, matrix: tuple[int, ...]) -> None:
+    """Set the display matrix of an MP4's (first) track header, as a phone does for a portrait video."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0  # version 0: 32-bit times
+    offset = at + 4 + 4 + 5 * 4 + 8 + 4 * 2
+    data[offset : offset + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+
+
+PORTRAIT = (0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)  # shown turned 90 degrees clockwise

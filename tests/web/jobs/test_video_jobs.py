@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from demo.videos import ShapesVideo, shapes_video
+from demo.videos import PORTRAIT, ShapesVideo, rotate_mp4, shapes_video
 from tests.browser.conftest import serving_app
 from tests.support.model_server import REPO_ROOT
 from tests.web.jobs.queue_helpers import Workers, wait_for
@@ -239,3 +239,19 @@ def test_the_command_line_client_runs_a_video_job(stack: dict, tmp_path: Path) -
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2 and "--fps must be" in bad.stderr
+
+
+def test_a_phone_video_stored_sideways_is_analysed_and_drawn_upright(stack: dict, tmp_path: Path) -> None:
+    video = shapes_video(tmp_path / "phone.mp4", frames=4, fps=4, step=0)
+    rotate_mp4(video.path, PORTRAIT)  # players show it turned a quarter clockwise: 480 wide, 640 high
+    job = run(stack, video.path)
+    line = json.loads(download(stack, job, "frames.jsonl", tmp_path).read_text().splitlines()[0])
+    assert (line["image"]["width"], line["image"]["height"]) == (480, 640)
+    for shape in video.shapes:  # each shape where the upright picture shows it
+        xmin, ymin, xmax, ymax = shape.box
+        upright = (480 - ymax, xmin, 480 - ymin, xmax)
+        boxes = [[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in line["detections"]]
+        assert max(iou(upright, box) for box in boxes) > 0.6, (shape.label, upright, boxes)
+    with av.open(str(download(stack, job, "annotated.mp4", tmp_path))) as played:
+        frame = next(played.decode(video=0))
+        assert (frame.width, frame.height, frame.rotation) == (480, 640, 0)

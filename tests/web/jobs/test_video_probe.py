@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from demo.videos import shapes_video
+from demo.videos import PORTRAIT, rotate_mp4, shapes_video
 from web.jobs.archives import ArchiveError, ArchiveTooLarge
 from web.jobs.video.probe import FACTS_FILE, Sampler, VideoFacts, VideoProbe, sample_rate
 
@@ -134,3 +134,10 @@ def test_a_cut_video_whose_index_is_in_front_is_refused_as_truncated(tmp_path: P
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     error = _refusal(cut)
     assert "truncated" in error.message and "lists 30 frames" in error.message
+
+
+def test_a_phone_video_stored_sideways_is_known_upright(tmp_path: Path) -> None:
+    video = shapes_video(tmp_path / "phone.mp4", **SMALL)
+    rotate_mp4(video.path, PORTRAIT)
+    facts = PROBE.inspect(video.path)
+    assert (facts.rotation, facts.turns, facts.shown_size) == (-90, 3, (240, 320))

@@ -101,7 +101,9 @@ class _VideoRun:
                 video = source.streams.video[0]
                 video.thread_type = "AUTO"
                 audio = source.streams.audio[0] if source.streams.audio else None
-                writer = AnnotatedWriter(stream.folder / names["video"], video, audio, output)
+                writer = AnnotatedWriter(
+                    stream.folder / names["video"], video, audio, output, self.facts.shown_size
+                )
                 self._stream_frames(source, video, audio, writer, log, pool)
             written = {names["frames"]: log.commit(), names["video"]: writer.commit()}
             summary = self.summary.to_json(
@@ -124,6 +126,7 @@ class _VideoRun:
 
     def _stream_frames(self, source, video, audio, writer, log, pool) -> None:
         sampler = Sampler(self.facts.sample_fps)
+        turns = self.facts.turns
         base = float(video.time_base)
         first: int | None = None
         pending: deque[_Pending] = deque()
@@ -142,6 +145,8 @@ class _VideoRun:
                     first = pts or 0
                 time_s = ((pts - first) * base) if pts is not None else index / self.facts.fps
                 rgb = frame.to_ndarray(format="rgb24")
+                if turns:  # stored sideways (a phone's portrait video): made upright, as players show it
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))
                 self.costs.decode += time.perf_counter() - started
                 future = None
                 if sampler.take(time_s):

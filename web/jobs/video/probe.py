@@ -37,10 +37,21 @@ class VideoFacts:
     analysed: int  # frames the job analyses (every frame, or `fps` of them per second, at most the cap)
     sample_fps: float | None  # None: every frame
     audio: str | None  # the audio codec, None without audio
+    rotation: int = 0  # degrees counter-clockwise to show it upright (a phone's portrait video: -90)
 
     @property
     def fps(self) -> float:
         return float(Fraction(self.rate))
+
+    @property
+    def turns(self) -> int:
+        """Quarter turns counter-clockwise (np.rot90's k) that make a decoded frame upright."""
+        return round(self.rotation / 90) % 4
+
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """Width and height of the upright frames (what players show, and what the job works on)."""
+        return (self.height, self.width) if self.turns % 2 else (self.width, self.height)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "fps": round(self.fps, 3)}
@@ -156,7 +167,7 @@ class VideoProbe:
                     f"the {kind} file is truncated: its index lists {listed} frames, {len(times)} are there; "
                     "send the whole file again"
                 )
-            self._check_first_frame(container, stream, kind)
+            rotation = self._check_first_frame(container, stream, kind)
             duration = max(times) - min(times) + 1 / float(rate)
             if duration > self.max_duration_s:
                 raise ArchiveTooLarge(
@@ -178,6 +189,7 @@ class VideoProbe:
             analysed=analysed,
             sample_fps=None if chosen_fps is None else round(chosen_fps, 6),
             audio=audio,
+            rotation=rotation,
         )
 
     def _frame_times(self, container: Any, stream: Any, kind: str) -> list[float]:
@@ -208,16 +220,17 @@ class VideoProbe:
         return times
 
     @staticmethod
-    def _check_first_frame(container: Any, stream: Any, kind: str) -> None:
+    def _check_first_frame(container: Any, stream: Any, kind: str) -> int:
         """Decode until the first frame comes out: a stream whose codec FFmpeg lacks, or whose data is
-        garbage, is refused here rather than failing the job later."""
+        garbage, is refused here rather than failing the job later. Its display rotation (a phone's
+        portrait video is stored sideways, with a display matrix saying so) is the answer."""
         import av
 
         try:
             container.seek(0, stream=stream)
             for packet in container.demux(stream):
-                for _frame in packet.decode():
-                    return
+                for frame in packet.decode():
+                    return int(round(frame.rotation or 0))
         except av.FFmpegError as error:
             raise ArchiveError(
                 f"the {kind} file's {stream.codec_context.name} video cannot be decoded ({_reason(error)})"

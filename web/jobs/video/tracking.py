@@ -4,6 +4,8 @@ supervision 0.30 is pinned on purpose: its ByteTrack needs numpy and scipy only,
 trackers to the `trackers` package, which requires opencv-python (a GUI build needing libGL in slim
 images, ~100 MB) for the gateway image's workers. Detections keep their order and fields; the tracked
 ones gain `track_id`, and `Tracks` keeps one summary per track and the short trail each one draws.
+ByteTrack confirms an object that appears after the first frame on its second sighting: its first
+detection goes without an id.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class Tracks:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tracked = self._tracker.update_with_detections(found)
-        ids = {int(i): int(t) for i, t in zip(tracked.data["index"], tracked.tracker_id, strict=True)}
+        indices = tracked.data.get("index", ()) if len(tracked) else ()  # none found: only the tracks age
+        track_ids = tracked.tracker_id if len(indices) else ()
+        ids = {int(i): int(t) for i, t in zip(indices, track_ids, strict=True)}
         out = []
         for index, det in enumerate(detections):
             track_id = ids.get(index)

@@ -56,13 +56,23 @@ class AnnotatedWriter:
     """Writes RGB frames (and the source's audio packets) to `final` under a temporary name; `commit`
     renames it into place, `abort` removes it."""
 
-    def __init__(self, final: Path, source_video: Any, source_audio: Any | None, output: Output) -> None:
+    def __init__(
+        self,
+        final: Path,
+        source_video: Any,
+        source_audio: Any | None,
+        output: Output,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        """`size`: the frames' width and height (default: the source's; an upright phone video's are
+        swapped); the output carries no rotation, its frames are upright."""
         self.final, self.output = final, output
         self.temp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
         options = {"movflags": "+faststart"} if output.format == "mp4" else {}
         self.container = av.open(str(self.temp), mode="w", format=output.format, options=options)
         codec = source_video.codec_context
-        self.width, self.height = int(codec.width) // 2 * 2, int(codec.height) // 2 * 2
+        width, height = size or (int(codec.width), int(codec.height))
+        self.width, self.height = width // 2 * 2, height // 2 * 2
         rate = source_video.average_rate or source_video.guessed_rate or Fraction(25)
         self.time_base = source_video.time_base or Fraction(1, int(round(float(rate) * 1000)) or 1)
         self.video = self.container.add_stream(output.codec, rate=rate, options=dict(output.options))
