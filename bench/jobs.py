@@ -27,6 +27,7 @@ import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def pictures(count: int, distinct: int = 20) -> list[bytes]:
 
 
 def direct_rate(address: str, jpegs: list[bytes]) -> float:
-    """Pictures per second of prebuilt Predict calls, IN_FLIGHT at a time."""
+    """Pictures (or video frames) per second of prebuilt Predict calls, IN_FLIGHT at a time."""
     client = DirectClient(address)
     try:
         spec = client.input_spec(MODEL)
@@ -72,7 +73,7 @@ def direct_rate(address: str, jpegs: list[bytes]) -> float:
         client.close()
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -106,10 +107,10 @@ def run_job(address: str, config: Path, work: Path, jpegs: list[bytes], clients:
         while time.monotonic() < deadline:
             state = queue.store.get(job.id)
             if rss_early is None and state.progress["done"] >= rss_after:
-                rss_early = _rss_mb(worker.pid)
+                rss_early = rss_mb(worker.pid)
             if done_at is None and state.progress["done"] >= total:
                 done_at = time.time()
-                rss_end = _rss_mb(worker.pid)
+                rss_end = rss_mb(worker.pid)
             if state.terminal:
                 break
             time.sleep(0.02)
@@ -129,6 +130,29 @@ def run_job(address: str, config: Path, work: Path, jpegs: list[bytes], clients:
         worker.terminate()
         worker.wait(30)
         log.close()
+
+
+@contextmanager
+def placed_model_server(work: Path, config: Path, mode: str, placement: cpus.Placement):
+    """The warm local model server for `config`, and the CPUs the job's worker goes on (None: shared);
+    in pinned mode the model server is moved to its CPU and this process to the clients' ones."""
+    flags = (f"--model_config_file={config}", "--enable_model_warmup=true")
+    with model_server_process(*flags, log_dir=work) as server:
+        clients = None
+        if mode == cpus.PINNED:
+            cpus.move_process(server.process.pid, placement.model_server)
+            cpus.move_self(placement.clients)
+            clients = placement.clients
+        yield server, clients
+
+
+def write_results(stem: str, report: dict, lines: list[str]) -> None:
+    """bench/results/<stem>.json (the report) and .md (the table `lines`), and the table on stdout."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = "\n".join(lines)
+    (RESULTS / f"{stem}.md").write_text(text + "\n")
+    print(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,13 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench_jobs_") as tmp:
         work = Path(tmp)
-        flags = (f"--model_config_file={config}", "--enable_model_warmup=true")
-        with model_server_process(*flags, log_dir=work) as server:
-            clients = None
-            if args.mode == cpus.PINNED:
-                cpus.move_process(server.process.pid, placement.model_server)
-                cpus.move_self(placement.clients)
-                clients = placement.clients
+        with placed_model_server(work, config, args.mode, placement) as (server, clients):
             jpegs = pictures(args.pictures)
             rates = [direct_rate(server.address, jpegs) for _ in range(2)]
             job = run_job(server.address, config, work / "job", jpegs, clients, args.worker_threads,
@@ -174,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
                                  args.in_flight)
                 report["memory"] = memory
                 report["rss_growth"] = round(memory["rss_end_mb"] / memory["rss_after_first_mb"] - 1, 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"jobs-{args.mode}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"CPU mode {report['mode']}; {MODEL}, 640x480 JPEGs; direct: {IN_FLIGHT} in flight; the worker: "
         f"{args.worker_threads} chunks at once x {args.in_flight} in flight each",
@@ -193,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| worker RSS over a {args.memory_pictures}-picture job | {memory['rss_after_first_mb']} MB "
             f"after 100, {memory['rss_end_mb']} MB at the end ({report['rss_growth']:+.1%}) | within 20 % |"
         )
-    text = "\n".join(lines)
-    (RESULTS / f"jobs-{args.mode}.md").write_text(text + "\n")
-    print(text)
+    write_results(f"jobs-{args.mode}", report, lines)
     return 0
 
 

@@ -23,26 +23,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
-import numpy as np
 import simplejpeg
 
 from bench import cpus, stack
-from bench.clients import DirectClient
+from bench.jobs import IN_FLIGHT, MODEL, direct_rate, placed_model_server, rss_mb, write_results
 from demo.videos import shapes_video
-from tools.local_model_server import REPO_ROOT, model_server_process
+from tools.local_model_server import REPO_ROOT
 from web.jobs.config import JobSettings
 from web.jobs.queue import JobQueue
 from web.jobs.store import parse_iso
 from web.jobs.video.job import JPEG_QUALITY, SUMMARY_FILE
 from web.jobs.video.probe import VideoProbe
 
-MODEL = "shapes_jpeg"
-RESULTS = REPO_ROOT / "bench" / "results"
-IN_FLIGHT = 4
 TARGET_RATIO, RSS_LIMIT = 0.85, 0.20
 
 
@@ -55,33 +50,10 @@ def frames_as_sent(video: Path) -> list[bytes]:
         ]
 
 
-def direct_rate(address: str, jpegs: list[bytes]) -> float:
-    """Frames per second of prebuilt Predict calls, IN_FLIGHT at a time."""
-    client = DirectClient(address)
-    try:
-        spec = client.input_spec(MODEL)
-        requests = [client.build_request(MODEL, spec, jpeg, np.zeros((1, 1, 3), np.uint8)) for jpeg in jpegs]
-        for request in requests[:8]:
-            client.predict(request)
-        with ThreadPoolExecutor(IN_FLIGHT) as pool:
-            start = time.perf_counter()
-            list(pool.map(client.predict, requests))
-            return len(requests) / (time.perf_counter() - start)
-    finally:
-        client.close()
-
-
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_job(address: str, config: Path, work: Path, video: Path, clients: frozenset[int] | None,
@@ -113,9 +85,9 @@ def run_job(address: str, config: Path, work: Path, video: Path, clients: frozen
                 cpu_end = cpu_s(worker.pid)
                 break
             if rss_early is None and state.progress["done"] >= rss_after:
-                rss_early = _rss_mb(worker.pid)
+                rss_early = rss_mb(worker.pid)
             elif rss_early is not None:
-                rss_most = max(rss_most, _rss_mb(worker.pid))
+                rss_most = max(rss_most, rss_mb(worker.pid))
             time.sleep(0.05)
         state = queue.store.get(job.id)
         if state.status != "succeeded":
@@ -153,13 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
         work = Path(tmp)
         video = shapes_video(work / "clip.mp4", frames=args.frames, fps=30, step=2, seed=3).path
-        flags = (f"--model_config_file={config}", "--enable_model_warmup=true")
-        with model_server_process(*flags, log_dir=work) as server:
-            clients = None
-            if args.mode == cpus.PINNED:
-                cpus.move_process(server.process.pid, placement.model_server)
-                cpus.move_self(placement.clients)
-                clients = placement.clients
+        with placed_model_server(work, config, args.mode, placement) as (server, clients):
             jpegs = frames_as_sent(video)
             before = cpu_s(server.process.pid)
             rates = [direct_rate(server.address, jpegs) for _ in range(2)]
@@ -178,8 +144,6 @@ def main(argv: list[str] | None = None) -> int:
                 report["memory"] = memory
                 growth = memory["rss_most_after_mb"] / memory["rss_after_first_mb"] - 1
                 report["rss_growth"] = round(growth, 3)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"video-{args.mode}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"CPU mode {report['mode']}; {MODEL}; a 640x480 H.264 video of moving shapes; direct and the "
         f"worker: {IN_FLIGHT} predictions in flight",
@@ -203,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             f"100 frames, at most {memory['rss_most_after_mb']} MB later ({report['rss_growth']:+.1%}) | "
             f"within {RSS_LIMIT:.0%} |"
         )
-    text = "\n".join(lines)
-    (RESULTS / f"video-{args.mode}.md").write_text(text + "\n")
-    print(text)
+    write_results(f"video-{args.mode}", report, lines)
     return 0
 
 
