@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test venv test-venv system-test-deps lint protos bench soak demo-model demo-classifier clean
+.PHONY: run test test-label-studio venv test-venv system-test-deps lint protos bench soak demo-model demo-classifier clean
 
 run: venv
 	$(PY) -m tools.run_stack
@@ -22,6 +22,11 @@ run: venv
 test: test-venv system-test-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The gateway as a real Label Studio's ML backend (tests/integrations/test_label_studio_live.py): Label
+# Studio's PyPI package goes into its own .venv-label-studio/ (about a minute, once), then ~40 s.
+test-label-studio: test-venv
+	$(PY) -m pytest -m label_studio tests/integrations
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test

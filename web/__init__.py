@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from web.http.multipart import GatewayRequest
     from web.http.security_headers import install_security_headers
     from web.http.views import bp as views_bp
+    from web.integrations.label_studio.backend import register_label_studio
     from web.jobs.queue import JobQueue
     from web.storage import ResultStore
 
@@ -77,4 +78,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     register_api(app)
     app.register_blueprint(views_bp)
+    register_label_studio(app)  # /label-studio/<model>: the Label Studio ML backend
     return app

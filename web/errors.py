@@ -66,6 +66,16 @@ class ModelServerError(GatewayError):
     status = 502
 
 
+class SourceNotAllowed(BadRequest):
+    """A picture URL the gateway will not fetch (a host not allowed, a link-local or metadata address)."""
+
+
+class SourceUnavailable(GatewayError):
+    """A picture could not be fetched from where a task says it is (Label Studio refused, timed out)."""
+
+    status = 502
+
+
 class ModelServerUnavailable(GatewayError):
     status = 503
 

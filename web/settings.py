@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from web.jobs.config import ENV_NAMES as JOB_ENV_NAMES
 from web.jobs.config import JobSettings
@@ -54,6 +55,14 @@ class Settings:
     max_video_duration_s: float = 3600.0
     max_video_frames: int = 100_000
     max_video_pixels: int = 4096 * 2160
+    # Label Studio ML backend (web/integrations/label_studio): where task pictures come from, and how
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    label_studio_allowed_hosts: tuple[str, ...] = ()  # empty: Label Studio's own host only
+    label_studio_label_map: tuple[tuple[str, str], ...] = ()  # (model label, Label Studio label)
+    label_studio_timeout_s: float = 10.0
+    label_studio_threads: int = 4
+    label_studio_max_tasks: int = 200
     # JOBS_FOLDER, JOB_QUEUE_URL and the JOB_* tuning of the workers (web/jobs/config.py)
     jobs: JobSettings = field(default_factory=JobSettings)
 
@@ -202,6 +211,35 @@ def _keys(value: Any) -> tuple[str, ...]:
     return tuple(key.strip() for key in items if key.strip())
 
 
+def _http_url(value: Any) -> str | None:
+    """An http(s) base URL with a host (Label Studio's address), without a trailing slash."""
+    text = str(value).strip().rstrip("/")
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host, e.g. http://label-studio:8080")
+    return text
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    """Host names (or IP addresses), comma-separated; compared case-insensitively."""
+    return tuple(host.strip().lower().strip("[]") for host in str(value).split(",") if host.strip())
+
+
+def _label_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """`model_label:label_studio_label,...` (the model's label, then the project's)."""
+    pairs = []
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        model, sep, target = item.partition(":")
+        if not sep or not model.strip() or not target.strip():
+            raise ValueError(f"expected model_label:label_studio_label pairs, comma-separated: {item!r}")
+        pairs.append((model.strip(), target.strip()))
+    return tuple(pairs)
+
+
 _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "TF_SERVING_ADDRESS": ("tf_serving_address", _address),
     "MODEL_CONFIG_FILE": ("model_config_file", _path),
@@ -228,4 +266,11 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "MAX_VIDEO_DURATION_S": ("max_video_duration_s", _positive_float),
     "MAX_VIDEO_FRAMES": ("max_video_frames", _positive_int),
     "MAX_VIDEO_PIXELS": ("max_video_pixels", _positive_int),
+    "LABEL_STUDIO_URL": ("label_studio_url", _http_url),
+    "LABEL_STUDIO_API_KEY": ("label_studio_api_key", _optional_text),
+    "LABEL_STUDIO_ALLOWED_HOSTS": ("label_studio_allowed_hosts", _hosts),
+    "LABEL_STUDIO_LABEL_MAP": ("label_studio_label_map", _label_pairs),
+    "LABEL_STUDIO_TIMEOUT_S": ("label_studio_timeout_s", _positive_float),
+    "LABEL_STUDIO_THREADS": ("label_studio_threads", _positive_int),
+    "LABEL_STUDIO_MAX_TASKS": ("label_studio_max_tasks", _positive_int),
 }

@@ -7,7 +7,9 @@ but `/healthz`, a bare `/readyz`, the sign-in page and static files needs one of
 * the signed session cookie the sign-in page sets (browsers; HTML pages, and reading the API and
   its docs: changing anything through the API takes a key header, so a browser session can never
   be used by another site's script);
-* `METRICS_TOKEN` as a bearer token, for `/metrics` only (scrapers).
+* `METRICS_TOKEN` as a bearer token, for `/metrics` only (scrapers);
+* on the Label Studio ML backend (`/label-studio/...`) also HTTP Basic with a key as the password
+  (any user name): what Label Studio sends when a model is connected with "basic auth".
 
 Every HTML form (upload, sign-in, sign-out, the jobs page's cancel and delete) carries a CSRF token
 that must match a cookie only this site can set (double-submit; SameSite=Strict), and a POST whose
@@ -63,7 +65,8 @@ FORM_ENDPOINTS = frozenset(
     }
 )
 BROWSER_ENDPOINT_PREFIXES = ("views.", "auth.")
-API_PREFIXES = ("/api/", "/swagger.json", "/docs", "/swaggerui/")
+API_PREFIXES = ("/api/", "/swagger.json", "/docs", "/swaggerui/", "/label-studio/")
+BASIC_AUTH_PREFIXES = ("/label-studio/",)  # HTTP Basic (a key as the password) is taken there only
 
 bp = Blueprint("auth", __name__)
 
@@ -98,6 +101,10 @@ def _header_key() -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
+    if auth[:6].lower() == "basic " and request.path.startswith(BASIC_AUTH_PREFIXES):
+        # Label Studio's ML backend "basic auth": any user name, an API key as the password.
+        credentials = request.authorization
+        return (credentials.password or "") if credentials is not None else ""
     return request.headers.get("X-API-Key")
 
 
@@ -152,6 +159,11 @@ def check_access() -> Response | None:
         raise Unauthorized(
             "changing anything through the API takes a key: send `Authorization: Bearer <key>` or "
             "`X-API-Key: <key>` (the browser session is for the HTML pages)"
+        )
+    if request.path.startswith(BASIC_AUTH_PREFIXES):
+        raise Unauthorized(
+            "this gateway needs a key: connect the model with basic auth and an API key as the password (any "
+            "user name), or send `Authorization: Bearer <key>`"
         )
     if _is_api_path() or not endpoint.startswith(BROWSER_ENDPOINT_PREFIXES):
         raise Unauthorized(

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from web.errors import GatewayError, ServiceBusy
 
 API_PREFIX = "/api/"
+LABEL_STUDIO_PREFIX = "/label-studio/"  # the ML backend (web/integrations/label_studio): JSON, Basic auth
 _WERKZEUG_MESSAGES = {
     404: "no such page: check the URL (the API lives under /api/v1, its documentation at /docs)",
     405: "this URL does not accept the {method} method",
@@ -71,7 +72,8 @@ def wants_json() -> bool:
     """API clients get JSON errors; browsers on the HTML pages get the error page."""
     path = request.path
     json_paths = ("/swagger.json", "/readyz", "/metrics")
-    return path.startswith(API_PREFIX) or path in json_paths or path.endswith(".json")
+    json_prefixes = (API_PREFIX, LABEL_STUDIO_PREFIX)
+    return path.startswith(json_prefixes) or path in json_paths or path.endswith(".json")
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -100,7 +102,8 @@ def error_response(exc: BaseException) -> Response:
         response = Response(body, mimetype="text/html")
     response.status_code = status
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        basic = request.path.startswith(LABEL_STUDIO_PREFIX)  # Label Studio's ML backends use Basic auth
+        response.headers["WWW-Authenticate"] = 'Basic realm="label-studio"' if basic else 'Bearer realm="api"'
     if isinstance(exc, ServiceBusy):
         response.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, HTTPException) and status == 405 and exc.get_response().headers.get("Allow"):

@@ -5,8 +5,8 @@ Label Studio wants percent coordinates of the picture (`x`, `y`, `width`, `heigh
 brush RLE (`brushlabels`, `format: "rle"`), which is not COCO's RLE: see `mask_to_brush_rle`. The
 control names must match the project's labeling config; `label_config` writes one that does.
 
-`mask_to_brush_rle`, `brush_rle_to_mask` and `task_prediction` are pure and kept importable for a
-Label Studio ML backend, which answers the same `result` lists.
+`region`, `rectangle_value`, `brush_value` and the brush RLE functions are pure and shared with the
+Label Studio ML backend (web/integrations/label_studio), which answers the same `result` regions.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from web.domain import Box
 from web.jobs.exporters.base import AtomicFile, Exporter, LabelMap, Record, box_of, detections, image_size
 from web.jobs.exporters.base import model_version as record_model_version
 
@@ -166,46 +167,64 @@ def _percent(value: float, whole: int) -> float:
     return min(max(100.0 * value / whole, 0.0), 100.0)
 
 
+def region(
+    region_id: str, kind: str, from_name: str, to_name: str, size: tuple[int, int], value: dict[str, Any],
+    score: float,
+) -> dict[str, Any]:  # fmt: skip
+    """One Label Studio result region: `kind` is its type (`rectanglelabels`, `brushlabels`, ...),
+    `size` the picture's (width, height) that the percent coordinates are of."""
+    width, height = size
+    return {
+        "id": region_id, "from_name": from_name, "to_name": to_name, "type": kind,
+        "original_width": width, "original_height": height, "image_rotation": 0,
+        "value": value, "score": score,
+    }  # fmt: skip
+
+
+def rectangle_value(box: Box, size: tuple[int, int], label: str) -> dict[str, Any]:
+    """A box in pixels as a `rectanglelabels` value: percent of the picture, clamped into it."""
+    width, height = size
+    return {
+        "x": _percent(box.xmin, width),
+        "y": _percent(box.ymin, height),
+        "width": _percent(box.width, width),
+        "height": _percent(box.height, height),
+        "rotation": 0,
+        "rectanglelabels": [label],
+    }
+
+
+def brush_value(mask: np.ndarray, label: str) -> dict[str, Any]:
+    """A full-picture 2-D mask as a `brushlabels` value (Label Studio's brush RLE)."""
+    return {"format": "rle", "rle": mask_to_brush_rle(mask), "brushlabels": [label]}
+
+
 def task_prediction(
     record: Record, names: ControlNames = ControlNames(), model_version: str | None = None
 ) -> dict[str, Any]:
     """One record as a Label Studio prediction: {"model_version", "score", "result": [...]}."""
     width, height = image_size(record)
-    common = {"to_name": names.image, "original_width": width, "original_height": height, "image_rotation": 0}
+    size = (width, height)
     results: list[dict[str, Any]] = []
     scores: list[float] = []
     for n, det in enumerate(detections(record)):
         box = box_of(det, width, height)
         score = float(det["score"])
         scores.append(score)
-        value = {
-            "x": _percent(box.xmin, width),
-            "y": _percent(box.ymin, height),
-            "width": _percent(box.width, width),
-            "height": _percent(box.height, height),
-            "rotation": 0,
-            "rectanglelabels": [str(det["label"])],
-        }
-        results.append(
-            {"id": f"d{n}", "from_name": names.rectangles, "type": "rectanglelabels", **common,
-             "value": value, "score": score}
-        )  # fmt: skip
+        label = str(det["label"])
+        value = rectangle_value(box, size, label)
+        results.append(region(f"d{n}", "rectanglelabels", names.rectangles, names.image, size, value, score))
         mask = det.get("mask")
         if mask:
             pixels = coco_mask.decode({"size": list(mask["size"]), "counts": str(mask["counts"]).encode()})
-            value = {"format": "rle", "rle": mask_to_brush_rle(pixels), "brushlabels": [str(det["label"])]}
-            results.append(
-                {"id": f"d{n}m", "from_name": names.brush, "type": "brushlabels", **common,
-                 "value": value, "score": score}
-            )  # fmt: skip
+            value = brush_value(pixels, label)
+            results.append(region(f"d{n}m", "brushlabels", names.brush, names.image, size, value, score))
     classes = list(record.get("classes") or ())
     if classes:
         best = classes[0]
         scores.append(float(best["score"]))
-        results.append(
-            {"id": "c0", "from_name": names.choices, "type": "choices", **common,
-             "value": {"choices": [str(best["label"])]}, "score": float(best["score"])}
-        )  # fmt: skip
+        value = {"choices": [str(best["label"])]}
+        results.append(region("c0", "choices", names.choices, names.image, size, value, float(best["score"])))
     return {
         "model_version": model_version or record_model_version(record),
         "score": sum(scores) / len(scores) if scores else 0.0,
