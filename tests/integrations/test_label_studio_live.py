@@ -23,8 +23,9 @@ import requests
 from pycocotools import mask as coco_mask
 
 from demo.synthetic import encode_jpeg, generate_image
+from tests.browser.conftest import SCREENSHOT_DIR
 from tests.support.gunicorn_gateway import running_gateway
-from tests.support.label_studio import LabelStudio, running_label_studio
+from tests.support.label_studio import PASSWORD, USER, LabelStudio, running_label_studio
 from tests.support.model_server import REPO_ROOT
 from web.jobs.exporters.label_studio import brush_rle_to_mask
 
@@ -151,12 +152,42 @@ def check_predictions(found: dict, gateway: str, pictures: list[tuple[str, bytes
     assert matched / total >= 0.7, f"{matched} of {total} shapes found"
 
 
+def screenshot_task(ls: LabelStudio, project: int, task: int, path: Path) -> None:
+    """Label Studio's own labeling page for `task`, signed in as its user, in Debian's Chromium: the
+    gateway's predictions as an annotator sees them (the README's picture)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.conftest import CHROMIUM_ARGS, chromium_executable
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(60_000)
+            page.goto(f"{ls.url}/user/login")
+            page.fill("input[name=email]", USER)
+            page.fill("input[name=password]", PASSWORD)
+            page.locator("button[type=submit], input[type=submit]").first.click()
+            page.wait_for_url(lambda url: "/user/login" not in url)
+            page.goto(f"{ls.url}/projects/{project}/data?task={task}")
+            page.wait_for_selector("canvas", timeout=60_000)
+            page.wait_for_timeout(3000)  # the picture and the regions are drawn after the canvas appears
+            path.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(path))
+        finally:
+            browser.close()
+
+
 def test_label_studio_retrieves_the_gateways_predictions_with_a_legacy_token(
     label_studio: LabelStudio, demo_model_server: str, pictures: list, tmp_path: Path
 ) -> None:
     with gateway_for(tmp_path / "gateway", demo_model_server, label_studio, label_studio.token) as gateway:
         found = pre_label(label_studio, gateway, pictures, "legacy token")
         check_predictions(found, gateway, pictures)
+    task = next(t["id"] for t in found["tasks"] if t["data"]["image"].startswith("/data/upload/"))
+    shot = SCREENSHOT_DIR / "label-studio.png"
+    screenshot_task(label_studio, found["project"], task, shot)
+    assert shot.stat().st_size > 20_000
 
 
 def test_label_studio_retrieves_the_gateways_predictions_with_a_personal_access_token(
