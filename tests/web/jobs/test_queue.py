@@ -331,7 +331,8 @@ def test_sigterm_lets_running_chunks_end_and_another_worker_takes_over(make_queu
     assert set(calls) == set(files) and set(calls.values()) == {1}  # nothing predicted twice
 
 
-def test_other_job_kinds_get_their_own_finisher_and_unknown_ones_fail(tmp_path):
+def test_other_job_kinds_get_their_own_finisher_and_unknown_ones_fail(tmp_path, monkeypatch):
+    from web.jobs import runner as runners
     from web.jobs.runner import Assembly, Runner
 
     settings = job_settings(tmp_path, None, chunk_size=2)
@@ -356,8 +357,17 @@ def test_other_job_kinds_get_their_own_finisher_and_unknown_ones_fail(tmp_path):
     assert evaluated.status == "succeeded" and evaluated.results == ["report.json"]
     assert seen == sorted(files)  # the records in picture order
     assert json.loads(store.result_path(evaluated.id, "report.json").read_text()) == {"images": 5}
-    video = store.get(jobs["video"].id)
-    assert video.status == "failed" and video.error == "this worker cannot finish 'video' jobs"
+    video = store.get(jobs["video"].id)  # a streamed kind, handed a zip instead of a probed video
+    assert video.status == "failed" and "start it again with kind=video" in video.error
+    assert str(tmp_path) not in video.error
+
+    monkeypatch.delitem(runners.FINISHERS, "predict")  # a worker that does not know a kind
+    upload = store.incoming()
+    make_zip(upload, 2)
+    job = store.create(model="shapes", archive=upload, chunk_size=2)
+    Runner(store, settings, fake_model.Predictor()).run_chunk(job.id, 0)
+    failed = store.get(job.id)
+    assert failed.status == "failed" and failed.error == "this worker cannot finish 'predict' jobs"
 
 
 def test_progress_grows_within_a_chunk(make_queue, workers, tmp_path):

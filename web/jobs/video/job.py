@@ -68,6 +68,11 @@ def run_video(stream: Stream) -> Mapping[str, Path]:
     and summary.json, written whole or not at all."""
     try:
         facts = VideoFacts.read(stream.input.parent)
+    except FileNotFoundError:
+        raise JobError(
+            "the job has no checked video (its upload was not probed as one): start it again with "
+            "kind=video and the video in the field 'video'"
+        ) from None
     except (OSError, ValueError, TypeError) as error:
         raise JobError(f"the job's video facts (video.json) cannot be read: {error}") from None
     try:
