@@ -28,7 +28,8 @@ def test_moving_objects_keep_their_ids_through_a_missed_frame() -> None:
     assert (summaries["circle"]["first_frame"], summaries["circle"]["last_frame"]) == (0, 11)
     assert summaries["square"]["class_id"] == 2 and summaries["square"]["last_time_s"] == 1.1
     trails = tracks.active_trails()
-    assert len(trails) == 2 and all(len(points) > 5 for points in trails.values())
+    assert len(trails) == 2 and all(len(points) > 5 for _, points in trails.values())
+    assert sorted(class_id for class_id, _ in trails.values()) == [1, 2]
 
 
 def test_frames_without_detections_and_a_late_object() -> None:

@@ -25,7 +25,7 @@ import simplejpeg
 
 from web.jobs.exporters.base import AtomicFile
 from web.jobs.kinds import JobError, PictureError, Stopped, Stream
-from web.jobs.video.annotate import draw_frame
+from web.jobs.video.annotate import Drawing, draw_frame
 from web.jobs.video.probe import Sampler, VideoFacts
 from web.jobs.video.summary import Summary
 from web.jobs.video.tracking import Tracks
@@ -90,7 +90,7 @@ class _VideoRun:
         self.costs = _Costs()
         self.in_flight = max(1, stream.settings.in_flight)
         self.window = 2 * self.in_flight + 2  # frames held at most: decoded, in flight or waiting
-        self.current: dict[str, Any] | None = None  # the latest prediction, drawn on the frames after it
+        self.drawing: Drawing | None = None  # the latest prediction, drawn on the frames after it too
         self.analysed = self.frames = 0
         self.skipped: list[str] = []
 
@@ -183,13 +183,9 @@ class _VideoRun:
             if prediction is not None:
                 self._record(item, prediction, log)
         started = time.perf_counter()
-        trails = None
-        if self.tracks is not None and self.current is not None:
-            trails = {
-                track: (self.tracks.summaries[track].to_json()["class_id"] or 0, points)
-                for track, points in self.tracks.active_trails().items()
-            }
-        drawn = draw_frame(item.rgb, self.current, trails)
+        tracking = self.tracks is not None and self.drawing is not None
+        trails = self.tracks.active_trails() if tracking else None
+        drawn = draw_frame(item.rgb, self.drawing, trails)
         drawn_at = time.perf_counter()
         self.costs.draw += drawn_at - started
         writer.write(drawn, item.pts)
@@ -203,7 +199,7 @@ class _VideoRun:
         if self.tracks is not None:
             detections = self.tracks.update(detections, item.index, item.time_s)
         prediction = {**prediction, "detections": detections}
-        self.current = prediction
+        self.drawing = Drawing.of(prediction, (item.rgb.shape[1], item.rgb.shape[0]))
         line: dict[str, Any] = {
             "frame": item.index,
             "time_s": round(item.time_s, 4),

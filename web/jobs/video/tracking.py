@@ -35,8 +35,13 @@ class TrackSummary:
     labels: Counter = field(default_factory=Counter)
     class_ids: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """The label the track had most often."""
+        return self.labels.most_common(1)[0][0] if self.labels else ""
+
     def to_json(self) -> dict[str, Any]:
-        label = self.labels.most_common(1)[0][0] if self.labels else ""
+        label = self.label
         return {
             "track_id": self.track_id,
             "label": label,
@@ -116,9 +121,15 @@ class Tracks:
             self._seen.pop(track_id)
             self.trails.pop(track_id, None)
 
-    def active_trails(self, within: int = 1) -> dict[int, list[tuple[float, float]]]:
-        """The trails of tracks seen in the last `within` analysed frames (in the picture's pixels)."""
-        return {t: list(self.trails[t]) for t, seen in self._seen.items() if self._count - seen < within}
+    def active_trails(self, within: int = 1) -> dict[int, tuple[int, list[tuple[float, float]]]]:
+        """(class id, trail in the picture's pixels) of each track seen in the last `within` analysed
+        frames: what `draw_frame` draws."""
+        out = {}
+        for track, seen in self._seen.items():
+            if self._count - seen < within:
+                summary = self.summaries[track]
+                out[track] = (summary.class_ids.get(summary.label, 0), list(self.trails[track]))
+        return out
 
     def to_json(self) -> list[dict[str, Any]]:
         return [summary.to_json() for summary in sorted(self.summaries.values(), key=lambda s: s.track_id)]

@@ -79,7 +79,7 @@ class AnnotatedWriter:
         self.video.width, self.video.height = self.width, self.height
         self.video.pix_fmt = "yuv420p"
         self.video.codec_context.time_base = self.time_base
-        self.audio, self._resampler = None, None
+        self.audio, self._resampler, self._copy = None, None, False
         if source_audio is not None:
             self._open_audio(source_audio)
         self._last_pts: int | None = None
