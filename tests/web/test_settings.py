@@ -9,7 +9,7 @@ import pytest
 from web.settings import Settings, SettingsError
 
 
-def test_defaults_match_the_design() -> None:
+def test_defaults_match_the_readme_configuration_table() -> None:
     settings = Settings.load(environ={})
     assert settings.tf_serving_address == "localhost:8500"
     assert settings.model_config_file == Path("tf_server/models.config")
