@@ -227,15 +227,18 @@ def _hosts(value: Any) -> tuple[str, ...]:
     return tuple(host.strip().lower().strip("[]") for host in str(value).split(",") if host.strip())
 
 
-def _label_pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    """`model_label:label_studio_label,...` (the model's label, then the project's)."""
+def label_pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """`model_label:label_studio_label,...` (the model's label, then the project's): LABEL_STUDIO_LABEL_MAP,
+    and the ML backend's `label_map` query parameter. ValueError names the pair that is not one."""
     pairs = []
     for item in str(value).split(","):
         if not item.strip():
             continue
         model, sep, target = item.partition(":")
         if not sep or not model.strip() or not target.strip():
-            raise ValueError(f"expected model_label:label_studio_label pairs, comma-separated: {item!r}")
+            raise ValueError(
+                f"expected model_label:label_studio_label pairs, comma-separated; got {item.strip()[:80]!r}"
+            )
         pairs.append((model.strip(), target.strip()))
     return tuple(pairs)
 
@@ -269,7 +272,7 @@ _PARSERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "LABEL_STUDIO_URL": ("label_studio_url", _http_url),
     "LABEL_STUDIO_API_KEY": ("label_studio_api_key", _optional_text),
     "LABEL_STUDIO_ALLOWED_HOSTS": ("label_studio_allowed_hosts", _hosts),
-    "LABEL_STUDIO_LABEL_MAP": ("label_studio_label_map", _label_pairs),
+    "LABEL_STUDIO_LABEL_MAP": ("label_studio_label_map", label_pairs),
     "LABEL_STUDIO_TIMEOUT_S": ("label_studio_timeout_s", _positive_float),
     "LABEL_STUDIO_THREADS": ("label_studio_threads", _positive_int),
     "LABEL_STUDIO_MAX_TASKS": ("label_studio_max_tasks", _positive_int),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from xml.parsers import expat
 
 from web.errors import BadRequest
+from web.settings import label_pairs
 
 MAX_CONFIG_BYTES = 1024 * 1024
 # Control tag (lower case, as Label Studio compares them) -> the result type it stores.
@@ -165,16 +166,8 @@ class LabelMatcher:
 
 
 def parse_label_map_param(text: str | None) -> tuple[tuple[str, str], ...]:
-    """`label_map=model_label:ls_label,...` from a query string, checked like the setting."""
-    pairs = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        model, sep, target = item.partition(":")
-        if not sep or not model.strip() or not target.strip():
-            raise BadRequest(
-                "label_map takes model_label:label_studio_label pairs, comma-separated; "
-                f"got {item.strip()[:80]!r}"
-            )
-        pairs.append((model.strip(), target.strip()))
-    return tuple(pairs)
+    """`label_map=model_label:ls_label,...` from a query string, read as the setting is."""
+    try:
+        return label_pairs(text or "")
+    except ValueError as error:
+        raise BadRequest(f"label_map: {error}") from None
