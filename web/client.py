@@ -64,6 +64,7 @@ from web.options import (
     MAX_DETECTIONS,
     MIN_SCORE,
     OPERATING_SCORE,
+    TRACK,
     VERSION,
     VERSION_LABEL,
     Option,
@@ -1125,9 +1126,7 @@ def build_video_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model name, as listed by GET /api/v1/models")
     parser.add_argument("archive", type=Path, metavar="VIDEO", help="the video file")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the result files")
-    parser.add_argument(
-        "--track", action="store_true", help="follow objects across frames: a track_id per detection"
-    )
+    parser.add_argument("--track", action="store_true", help=TRACK.help)
     _add_job_arguments(parser, VIDEO_JOB_OPTIONS)
     return parser
 
@@ -1135,7 +1134,7 @@ def build_video_parser() -> argparse.ArgumentParser:
 def _add_job_arguments(
     parser: argparse.ArgumentParser, options: Sequence[Option], defaults: dict[str, object] | None = None
 ) -> None:
-    """The arguments `job` and `evaluate` share: connection, request options, timeouts, progress."""
+    """The arguments `job`, `evaluate` and `video` share: connection, request options, timeouts, progress."""
     _add_connection_arguments(parser)
     for option in options:
         parser.add_argument(
